@@ -1,0 +1,16 @@
+//! What the pipeline stages share: the tables they exchange and how they are read and written,
+//! the seed-layout import, manifests, and the sentence encoder used for both training and
+//! inference.
+
+pub mod error;
+pub mod manifest;
+pub mod model;
+pub mod parquet_io;
+pub mod progress;
+pub mod provenance;
+pub mod schema;
+pub mod seed_layout;
+pub mod tables;
+pub mod train;
+
+pub use error::{Error, Result};

@@ -1,0 +1,236 @@
+//! BERT encoder (and the body RoBERTa shares with it), under Hugging Face tensor names.
+
+use candle_core::{DType, Module, Result, Tensor};
+use serde::Deserialize;
+
+use super::layers::{Activation, Embedding, LayerNorm, Linear, Mode};
+use super::weights::Weights;
+
+/// The fields of a BERT-family `config.json` the encoder needs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BertConfig {
+    pub model_type: Option<String>,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub hidden_act: String,
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f32,
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f32,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default)]
+    pub pad_token_id: Option<u32>,
+    #[serde(default)]
+    pub position_embedding_type: Option<String>,
+}
+
+fn default_dropout() -> f32 {
+    0.1
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+
+/// How position ids are laid out: BERT counts from 0, RoBERTa from `padding_idx + 1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Positions {
+    FromZero,
+    AfterPadding { padding_idx: u32 },
+}
+
+struct Embeddings {
+    word: Embedding,
+    position: Embedding,
+    token_type: Option<Embedding>,
+    norm: LayerNorm,
+    positions: Positions,
+}
+
+impl Embeddings {
+    fn load(w: &Weights, cfg: &BertConfig, positions: Positions) -> Result<Self> {
+        let token_type = if w.contains("embeddings.token_type_embeddings.weight") {
+            Some(Embedding::load(w, "embeddings.token_type_embeddings.weight")?)
+        } else {
+            None
+        };
+        Ok(Embeddings {
+            word: Embedding::load(w, "embeddings.word_embeddings.weight")?,
+            position: Embedding::load(w, "embeddings.position_embeddings.weight")?,
+            token_type,
+            norm: LayerNorm::load(w, "embeddings.LayerNorm", cfg.layer_norm_eps)?,
+            positions,
+        })
+    }
+
+    /// `ids`: `[batch, seq]` u32, sequences left-aligned with padding after them.
+    fn forward(&self, ids: &Tensor, mode: &mut Mode) -> Result<Tensor> {
+        let (_, seq) = ids.dims2()?;
+        let offset = match self.positions {
+            Positions::FromZero => 0,
+            Positions::AfterPadding { padding_idx } => padding_idx + 1,
+        };
+        if seq + offset as usize > self.position.rows()? {
+            candle_core::bail!(
+                "sequence of {seq} tokens exceeds the model's {} positions",
+                self.position.rows()? - offset as usize
+            );
+        }
+        // Padding positions are masked out of attention and pooling, so their position ids
+        // do not matter; one shared row of positions serves the whole batch.
+        let pos_ids = Tensor::arange(offset, offset + seq as u32, ids.device())?;
+        let pos = self.position.forward(&pos_ids)?; // [seq, hidden]
+        let mut xs = self.word.forward(ids)?.broadcast_add(&pos)?;
+        if let Some(tt) = &self.token_type {
+            // Sentence embedding models use a single segment: type id 0 everywhere.
+            let zero = tt.forward(&Tensor::zeros(1, DType::U32, ids.device())?)?;
+            xs = xs.broadcast_add(&zero)?;
+        }
+        let xs = self.norm.forward(&xs, mode)?;
+        mode.hidden_dropout(&xs)
+    }
+}
+
+struct SelfAttention {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    output: Linear,
+    norm: LayerNorm,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl SelfAttention {
+    fn load(w: &Weights, p: &str, cfg: &BertConfig) -> Result<Self> {
+        if cfg.hidden_size % cfg.num_attention_heads != 0 {
+            candle_core::bail!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                cfg.hidden_size,
+                cfg.num_attention_heads
+            );
+        }
+        Ok(SelfAttention {
+            query: Linear::load(w, &format!("{p}.attention.self.query"))?,
+            key: Linear::load(w, &format!("{p}.attention.self.key"))?,
+            value: Linear::load(w, &format!("{p}.attention.self.value"))?,
+            output: Linear::load(w, &format!("{p}.attention.output.dense"))?,
+            norm: LayerNorm::load(w, &format!("{p}.attention.output.LayerNorm"), cfg.layer_norm_eps)?,
+            heads: cfg.num_attention_heads,
+            head_dim: cfg.hidden_size / cfg.num_attention_heads,
+        })
+    }
+
+    /// `xs`: `[batch, seq, hidden]`; `mask_bias`: `[batch, 1, 1, seq]`, 0 for tokens and a
+    /// large negative number for padding.
+    fn forward(&self, xs: &Tensor, mask_bias: &Tensor, mode: &mut Mode) -> Result<Tensor> {
+        let (b, t, hidden) = xs.dims3()?;
+        let split = |x: Tensor| -> Result<Tensor> {
+            x.reshape((b, t, self.heads, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = split(self.query.forward(xs)?)?;
+        let k = split(self.key.forward(xs)?)?;
+        let v = split(self.value.forward(xs)?)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_bias)?;
+        let probs = super::layers::softmax_last_dim(&scores, mode)?;
+        let probs = mode.attention_dropout(&probs)?;
+        let ctx = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, t, hidden))?;
+        let out = mode.hidden_dropout(&self.output.forward(&ctx)?)?;
+        self.norm.forward(&(out + xs)?, mode)
+    }
+}
+
+struct Layer {
+    attention: SelfAttention,
+    intermediate: Linear,
+    output: Linear,
+    norm: LayerNorm,
+    activation: Activation,
+}
+
+impl Layer {
+    fn load(w: &Weights, p: &str, cfg: &BertConfig, activation: Activation) -> Result<Self> {
+        Ok(Layer {
+            attention: SelfAttention::load(w, p, cfg)?,
+            intermediate: Linear::load(w, &format!("{p}.intermediate.dense"))?,
+            output: Linear::load(w, &format!("{p}.output.dense"))?,
+            norm: LayerNorm::load(w, &format!("{p}.output.LayerNorm"), cfg.layer_norm_eps)?,
+            activation,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor, mask_bias: &Tensor, mode: &mut Mode) -> Result<Tensor> {
+        let xs = self.attention.forward(xs, mask_bias, mode)?;
+        let h = self.activation.forward(&self.intermediate.forward(&xs)?)?;
+        let out = mode.hidden_dropout(&self.output.forward(&h)?)?;
+        self.norm.forward(&(out + xs)?, mode)
+    }
+}
+
+/// A BERT-style encoder stack: embeddings then `num_hidden_layers` post-norm layers.
+pub struct BertEncoder {
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+    pub hidden_size: usize,
+    pub hidden_dropout: f32,
+    pub attention_dropout: f32,
+    pub max_positions: usize,
+}
+
+impl BertEncoder {
+    pub fn load(w: &Weights, cfg: &BertConfig, positions: Positions) -> Result<Self> {
+        if let Some(kind) = cfg.position_embedding_type.as_deref() {
+            if kind != "absolute" {
+                candle_core::bail!("position_embedding_type {kind:?} is not supported (only \"absolute\")");
+            }
+        }
+        let activation = Activation::parse(&cfg.hidden_act).ok_or_else(|| {
+            candle_core::Error::Msg(format!("hidden_act {:?} is not supported", cfg.hidden_act))
+        })?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| Layer::load(w, &format!("encoder.layer.{i}"), cfg, activation))
+            .collect::<Result<Vec<_>>>()?;
+        let offset = match positions {
+            Positions::FromZero => 0,
+            Positions::AfterPadding { padding_idx } => padding_idx as usize + 1,
+        };
+        Ok(BertEncoder {
+            embeddings: Embeddings::load(w, cfg, positions)?,
+            layers,
+            hidden_size: cfg.hidden_size,
+            hidden_dropout: cfg.hidden_dropout_prob,
+            attention_dropout: cfg.attention_probs_dropout_prob,
+            max_positions: cfg.max_position_embeddings - offset,
+        })
+    }
+
+    /// Token states `[batch, seq, hidden]` for `ids` `[batch, seq]` and `mask` `[batch, seq]`
+    /// (1 for tokens, 0 for padding, in the model's dtype).
+    pub fn forward(&self, ids: &Tensor, mask: &Tensor, mode: &mut Mode) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        // (1 - mask) * -1e4 would underflow nothing in f16/bf16 and is large enough to zero
+        // padding after softmax in f32.
+        let bias = ((mask.ones_like()? - mask)? * -1e4)?.reshape((b, 1, 1, t))?;
+        let mut xs = self.embeddings.forward(ids, mode)?;
+        for layer in &self.layers {
+            xs = layer.forward(&xs, &bias, mode)?;
+        }
+        Ok(xs)
+    }
+}

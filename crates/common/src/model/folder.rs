@@ -1,0 +1,279 @@
+//! The sentence-transformers folder layout: reading its configuration and writing it back.
+//!
+//! ```text
+//! modules.json                  Transformer → Pooling (→ Normalize)
+//! config.json                   BERT / RoBERTa configuration
+//! sentence_bert_config.json     max_seq_length, do_lower_case
+//! tokenizer.json (+ vocab…)     the tokenizer
+//! model.safetensors             weights under HF names
+//! 1_Pooling/config.json         pooling modes
+//! 2_Normalize/                  present iff embeddings are L2-normalized
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::bert::BertConfig;
+use super::pooling::PoolingConfig;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModuleEntry {
+    pub idx: usize,
+    pub name: String,
+    pub path: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SbertConfig {
+    pub max_seq_length: usize,
+    #[serde(default)]
+    pub do_lower_case: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Architecture {
+    Bert,
+    Roberta,
+}
+
+impl Architecture {
+    fn from_model_type(model_type: &str) -> Option<Self> {
+        match model_type {
+            "bert" => Some(Architecture::Bert),
+            "roberta" | "xlm-roberta" | "camembert" => Some(Architecture::Roberta),
+            _ => None,
+        }
+    }
+}
+
+/// Tokenizer files copied along when a model is saved (those that exist).
+const TOKENIZER_FILES: [&str; 8] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "sentencepiece.bpe.model",
+];
+
+/// A sentence-transformers model folder's configuration (weights are in [`super::Weights`]).
+#[derive(Debug, Clone)]
+pub struct ModelFolder {
+    pub dir: PathBuf,
+    /// Directory of the Transformer module (usually `dir` itself).
+    pub transformer_dir: PathBuf,
+    pub sbert: SbertConfig,
+    /// `config.json` as read, written back unchanged.
+    pub config_json: serde_json::Value,
+    pub config: BertConfig,
+    pub architecture: Architecture,
+    pub pooling: PoolingConfig,
+    pub normalize: bool,
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        Error::model(
+            path.parent().unwrap_or(path),
+            format!("cannot read {what} {}: {e}", path.display()),
+        )
+    })?;
+    serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+        path: path.into(),
+        source,
+    })
+}
+
+impl ModelFolder {
+    pub fn load(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::model(dir, "not a directory"));
+        }
+        let modules_path = dir.join("modules.json");
+        if !modules_path.exists() {
+            return Err(Error::model(
+                dir,
+                "no modules.json: not a sentence-transformers model folder",
+            ));
+        }
+        let modules: Vec<ModuleEntry> = read_json(&modules_path, "modules.json")?;
+        let find = |suffix: &str| modules.iter().find(|m| m.kind.ends_with(suffix));
+        for m in &modules {
+            let known = ["models.Transformer", "models.Pooling", "models.Normalize"];
+            if !known.iter().any(|k| m.kind.ends_with(k)) {
+                return Err(Error::model(
+                    dir,
+                    format!("module {:?} of type {} is not supported", m.name, m.kind),
+                ));
+            }
+        }
+        let transformer = find("models.Transformer")
+            .ok_or_else(|| Error::model(dir, "modules.json has no Transformer module"))?;
+        let pooling_entry = find("models.Pooling")
+            .ok_or_else(|| Error::model(dir, "modules.json has no Pooling module"))?;
+        let transformer_dir = dir.join(&transformer.path);
+
+        let config_path = transformer_dir.join("config.json");
+        let config_json: serde_json::Value = read_json(&config_path, "config.json")?;
+        let config: BertConfig =
+            serde_json::from_value(config_json.clone()).map_err(|source| Error::Json {
+                path: config_path.clone(),
+                source,
+            })?;
+        let model_type = config.model_type.clone().unwrap_or_default();
+        let architecture = Architecture::from_model_type(&model_type).ok_or_else(|| {
+            Error::model(
+                dir,
+                format!("model_type {model_type:?} is not supported (bert, roberta, xlm-roberta)"),
+            )
+        })?;
+
+        let sbert_path = transformer_dir.join("sentence_bert_config.json");
+        let sbert = if sbert_path.exists() {
+            read_json(&sbert_path, "sentence_bert_config.json")?
+        } else {
+            SbertConfig {
+                max_seq_length: config.max_position_embeddings.min(512),
+                do_lower_case: false,
+            }
+        };
+        let pooling: PoolingConfig = read_json(
+            &dir.join(&pooling_entry.path).join("config.json"),
+            "pooling config",
+        )?;
+        if let Some(why) = pooling.unsupported() {
+            return Err(Error::model(dir, why));
+        }
+        if pooling.word_embedding_dimension != config.hidden_size {
+            return Err(Error::model(
+                dir,
+                format!(
+                    "pooling dimension {} differs from hidden_size {}",
+                    pooling.word_embedding_dimension, config.hidden_size
+                ),
+            ));
+        }
+        for file in ["tokenizer.json", "model.safetensors"] {
+            if !transformer_dir.join(file).exists() {
+                return Err(Error::model(dir, format!("missing {file}")));
+            }
+        }
+        Ok(ModelFolder {
+            dir: dir.into(),
+            transformer_dir,
+            sbert,
+            config_json,
+            config,
+            architecture,
+            pooling,
+            normalize: find("models.Normalize").is_some(),
+        })
+    }
+
+    pub fn weights_path(&self) -> PathBuf {
+        self.transformer_dir.join("model.safetensors")
+    }
+
+    pub fn tokenizer_path(&self) -> PathBuf {
+        self.transformer_dir.join("tokenizer.json")
+    }
+
+    /// Writes everything but the weights into `dest` (a fresh directory), in the layout above.
+    pub fn write_layout(&self, dest: &Path, card: &ModelCard) -> Result<()> {
+        let io = |p: &Path, e| Error::io(p, e);
+        std::fs::create_dir_all(dest.join("1_Pooling")).map_err(|e| io(dest, e))?;
+        let mut modules = vec![
+            ModuleEntry {
+                idx: 0,
+                name: "0".into(),
+                path: String::new(),
+                kind: "sentence_transformers.models.Transformer".into(),
+            },
+            ModuleEntry {
+                idx: 1,
+                name: "1".into(),
+                path: "1_Pooling".into(),
+                kind: "sentence_transformers.models.Pooling".into(),
+            },
+        ];
+        if self.normalize {
+            std::fs::create_dir_all(dest.join("2_Normalize")).map_err(|e| io(dest, e))?;
+            modules.push(ModuleEntry {
+                idx: 2,
+                name: "2".into(),
+                path: "2_Normalize".into(),
+                kind: "sentence_transformers.models.Normalize".into(),
+            });
+        }
+        write_json(dest.join("modules.json"), &modules)?;
+        write_json(dest.join("sentence_bert_config.json"), &self.sbert)?;
+        write_json(dest.join("config.json"), &self.config_json)?;
+        write_json(dest.join("1_Pooling/config.json"), &self.pooling)?;
+        let st_config = self.dir.join("config_sentence_transformers.json");
+        let st_config: serde_json::Value = if st_config.exists() {
+            read_json(&st_config, "config_sentence_transformers.json")?
+        } else {
+            serde_json::json!({ "__version__": { "sentence_transformers": "2.2.2" } })
+        };
+        write_json(dest.join("config_sentence_transformers.json"), &st_config)?;
+        for name in TOKENIZER_FILES {
+            let src = self.transformer_dir.join(name);
+            if src.exists() {
+                std::fs::copy(&src, dest.join(name)).map_err(|e| io(&src, e))?;
+            }
+        }
+        let readme = dest.join("README.md");
+        std::fs::write(&readme, card.render()).map_err(|e| io(&readme, e))
+    }
+}
+
+fn write_json<T: Serialize>(path: PathBuf, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("config serializes");
+    std::fs::write(&path, text).map_err(|e| Error::io(&path, e))
+}
+
+/// What the saved model's README states.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ModelCard {
+    pub title: String,
+    pub base_model: String,
+    pub data: String,
+    pub loss: String,
+    pub hyperparameters: serde_json::Value,
+    pub metrics: serde_json::Value,
+}
+
+impl ModelCard {
+    pub fn render(&self) -> String {
+        let pretty = |v: &serde_json::Value| {
+            if v.is_null() {
+                "(none)".to_string()
+            } else {
+                format!("```json\n{}\n```", serde_json::to_string_pretty(v).expect("json"))
+            }
+        };
+        format!(
+            "---\nlibrary_name: sentence-transformers\npipeline_tag: sentence-similarity\n\
+             tags:\n- sentence-transformers\n- sentence-similarity\nbase_model: {base}\n---\n\n\
+             # {title}\n\n\
+             A sentence-transformers model written by the strata toolkit.\n\n\
+             - **Base model:** {base}\n- **Training data:** {data}\n- **Loss:** {loss}\n\n\
+             ## Hyper-parameters\n\n{hp}\n\n## Evaluation\n\n{metrics}\n\n\
+             ## Usage\n\n```python\nfrom sentence_transformers import SentenceTransformer\n\
+             model = SentenceTransformer(\"path/to/this/folder\")\n\
+             embeddings = model.encode([\"A sentence\", \"Another one\"])\n```\n",
+            title = self.title,
+            base = self.base_model,
+            data = self.data,
+            loss = self.loss,
+            hp = pretty(&self.hyperparameters),
+            metrics = pretty(&self.metrics),
+        )
+    }
+}

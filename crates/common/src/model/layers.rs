@@ -1,0 +1,236 @@
+//! Transformer building blocks that work both ways: when training, every op is composed from
+//! candle primitives that have a backward pass (candle's fused `layer_norm` and
+//! `softmax_last_dim` have none, so gradients through them silently vanish) and dropout is
+//! real; when inferring, the fused kernels run and dropout is the identity.
+
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::weights::Weights;
+
+/// How a forward pass runs.
+pub enum Mode {
+    /// No gradients needed: fused kernels, no dropout.
+    Infer,
+    /// Differentiable ops and dropout drawn from a seeded RNG, so a resumed run draws the same
+    /// masks as an uninterrupted one.
+    Train(Dropout),
+}
+
+impl Mode {
+    pub fn is_train(&self) -> bool {
+        matches!(self, Mode::Train(_))
+    }
+
+    /// Dropout with the hidden-state probability.
+    pub fn hidden_dropout(&mut self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            Mode::Infer => Ok(xs.clone()),
+            Mode::Train(d) => d.apply(xs, d.hidden_p),
+        }
+    }
+
+    /// Dropout with the attention-probability probability.
+    pub fn attention_dropout(&mut self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            Mode::Infer => Ok(xs.clone()),
+            Mode::Train(d) => d.apply(xs, d.attention_p),
+        }
+    }
+}
+
+/// Seeded inverted dropout: keeps each value with probability 1-p and scales it by 1/(1-p).
+pub struct Dropout {
+    pub rng: ChaCha8Rng,
+    pub hidden_p: f32,
+    pub attention_p: f32,
+}
+
+impl Dropout {
+    pub fn new(seed: u64, hidden_p: f32, attention_p: f32) -> Self {
+        Dropout {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            hidden_p,
+            attention_p,
+        }
+    }
+
+    fn apply(&mut self, xs: &Tensor, p: f32) -> Result<Tensor> {
+        if p <= 0.0 {
+            return Ok(xs.clone());
+        }
+        let keep = 1.0 / (1.0 - p);
+        let n = xs.elem_count();
+        // The mask is drawn on the host from our RNG (not the device's) so that it depends on
+        // the seed alone; 24 random bits per value are plenty to resolve p.
+        let threshold = (p as f64 * (1u32 << 24) as f64) as u32;
+        let mask: Vec<f32> = (0..n)
+            .map(|_| {
+                if (self.rng.random::<u32>() >> 8) < threshold {
+                    0.0
+                } else {
+                    keep
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
+        xs * mask
+    }
+}
+
+/// y = x Wᵀ + b over the last dimension, with HF's `[out, in]` weight layout.
+#[derive(Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn load(w: &Weights, prefix: &str) -> Result<Self> {
+        Ok(Linear {
+            weight: w.get(&format!("{prefix}.weight"))?,
+            bias: w.get_opt(&format!("{prefix}.bias")),
+        })
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let dims = xs.dims().to_vec();
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let inner = dims[dims.len() - 1];
+        let ys = xs.reshape((rows, inner))?.matmul(&self.weight.t()?)?;
+        let ys = match &self.bias {
+            Some(b) => ys.broadcast_add(b)?,
+            None => ys,
+        };
+        let mut out = dims;
+        *out.last_mut().expect("non-empty") = self.weight.dim(0)?;
+        ys.reshape(out)
+    }
+}
+
+#[derive(Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn load(w: &Weights, prefix: &str, eps: f64) -> Result<Self> {
+        // Old BERT checkpoints call these gamma/beta.
+        let weight = w
+            .get_opt(&format!("{prefix}.weight"))
+            .map_or_else(|| w.get(&format!("{prefix}.gamma")), Ok)?;
+        let bias = w
+            .get_opt(&format!("{prefix}.bias"))
+            .map_or_else(|| w.get(&format!("{prefix}.beta")), Ok)?;
+        Ok(LayerNorm { weight, bias, eps })
+    }
+
+    pub fn forward(&self, xs: &Tensor, mode: &Mode) -> Result<Tensor> {
+        if mode.is_train() {
+            layer_norm_differentiable(xs, &self.weight, &self.bias, self.eps)
+        } else {
+            candle_nn::ops::layer_norm(&xs.contiguous()?, &self.weight, &self.bias, self.eps as f32)
+        }
+    }
+}
+
+/// LayerNorm over the last dimension from primitives with a backward, in f32 for stability.
+pub fn layer_norm_differentiable(
+    xs: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    let dtype = xs.dtype();
+    let xs = xs.to_dtype(DType::F32)?;
+    let mean = xs.mean_keepdim(D::Minus1)?;
+    let centered = xs.broadcast_sub(&mean)?;
+    let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = centered.broadcast_div(&(var + eps)?.sqrt()?)?;
+    normed
+        .to_dtype(dtype)?
+        .broadcast_mul(weight)?
+        .broadcast_add(bias)
+}
+
+/// Softmax over the last dimension.
+pub fn softmax_last_dim(xs: &Tensor, mode: &Mode) -> Result<Tensor> {
+    if mode.is_train() {
+        softmax_differentiable(xs)
+    } else {
+        candle_nn::ops::softmax_last_dim(&xs.contiguous()?)
+    }
+}
+
+/// Softmax from primitives with a backward; the subtracted max is detached, which leaves the
+/// gradient unchanged (softmax is shift-invariant) and keeps exp from overflowing.
+pub fn softmax_differentiable(xs: &Tensor) -> Result<Tensor> {
+    let max = xs.max_keepdim(D::Minus1)?.detach();
+    let exp = xs.broadcast_sub(&max)?.exp()?;
+    exp.broadcast_div(&exp.sum_keepdim(D::Minus1)?)
+}
+
+/// The activations BERT-family configs name in `hidden_act`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// Exact GELU (erf), HF's "gelu".
+    Gelu,
+    /// tanh approximation: "gelu_new", "gelu_pytorch_tanh", "gelu_fast".
+    GeluTanh,
+    Relu,
+}
+
+impl Activation {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "gelu" => Some(Activation::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(Activation::GeluTanh),
+            "relu" => Some(Activation::Relu),
+            _ => None,
+        }
+    }
+
+    /// All three have a backward in candle.
+    pub fn forward(self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Gelu => xs.gelu_erf(),
+            Activation::GeluTanh => xs.gelu(),
+            Activation::Relu => xs.relu(),
+        }
+    }
+}
+
+/// Row lookup in an embedding table (`index_select` has a backward into the table).
+#[derive(Clone)]
+pub struct Embedding {
+    table: Tensor,
+}
+
+impl Embedding {
+    pub fn load(w: &Weights, name: &str) -> Result<Self> {
+        Ok(Embedding { table: w.get(name)? })
+    }
+
+    pub fn rows(&self) -> Result<usize> {
+        self.table.dim(0)
+    }
+
+    /// `ids` of any shape → `[..., hidden]`.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let mut out = ids.dims().to_vec();
+        out.push(self.table.dim(1)?);
+        self.table
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape(out)
+    }
+}
+
+/// A `[batch, seq]` u32 tensor from row-major ids.
+pub fn ids_tensor(ids: Vec<u32>, batch: usize, seq: usize, device: &Device) -> Result<Tensor> {
+    Tensor::from_vec(ids, (batch, seq), device)
+}

@@ -1,0 +1,197 @@
+//! The sentence encoder: one implementation for training and inference.
+//!
+//! `layers` holds the building blocks (each differentiable when training), one file per
+//! architecture (`bert`, `roberta`) builds the transformer, `pooling` and `tokenize` do what
+//! sentence-transformers' Pooling/Normalize modules and tokenizer call do, `folder` reads and
+//! writes the sentence-transformers layout, and `weights` keeps tensors under their HF names.
+
+pub mod bert;
+pub mod folder;
+pub mod layers;
+pub mod pooling;
+pub mod roberta;
+pub mod tokenize;
+pub mod weights;
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
+
+pub use folder::{Architecture, ModelCard, ModelFolder};
+pub use layers::{Dropout, Mode};
+pub use tokenize::{PaddedBatch, TextTokenizer};
+pub use weights::Weights;
+
+use crate::error::{Error, Result};
+use bert::{BertEncoder, Positions};
+
+pub struct SentenceEncoder {
+    pub folder: ModelFolder,
+    pub tokenizer: TextTokenizer,
+    weights: Weights,
+    encoder: BertEncoder,
+    device: Device,
+    dtype: DType,
+}
+
+impl SentenceEncoder {
+    /// Loads a sentence-transformers folder in f32.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        Self::load_with_dtype(dir, device, DType::F32)
+    }
+
+    pub fn load_with_dtype(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let folder = ModelFolder::load(dir)?;
+        let weights = Weights::load(&folder.weights_path(), device, dtype)?;
+        let encoder = build_encoder(&folder, &weights)?;
+        if folder.sbert.max_seq_length > encoder.max_positions {
+            return Err(Error::model(
+                dir,
+                format!(
+                    "max_seq_length {} exceeds the model's {} positions",
+                    folder.sbert.max_seq_length, encoder.max_positions
+                ),
+            ));
+        }
+        let tokenizer = TextTokenizer::load(
+            &folder.tokenizer_path(),
+            folder.sbert.max_seq_length,
+            folder.sbert.do_lower_case,
+        )?;
+        Ok(SentenceEncoder {
+            folder,
+            tokenizer,
+            weights,
+            encoder,
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Embedding dimension after pooling.
+    pub fn dim(&self) -> usize {
+        self.folder.pooling.output_dim()
+    }
+
+    pub fn normalizes(&self) -> bool {
+        self.folder.normalize
+    }
+
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    /// The dropout probabilities from `config.json`, for [`Mode::Train`].
+    pub fn dropout(&self, seed: u64) -> Dropout {
+        Dropout::new(
+            seed,
+            self.encoder.hidden_dropout,
+            self.encoder.attention_dropout,
+        )
+    }
+
+    /// Turns the parameters into trainable variables (see [`Weights::make_trainable`]).
+    pub fn make_trainable(&mut self) -> Result<Vec<(String, Var)>> {
+        let vars = self.weights.make_trainable()?;
+        self.encoder = build_encoder(&self.folder, &self.weights)?;
+        Ok(vars)
+    }
+
+    /// Pads token id sequences into a batch for [`Self::forward`].
+    pub fn pad(&self, seqs: &[&[u32]]) -> Result<PaddedBatch> {
+        PaddedBatch::new(seqs, self.tokenizer.pad_id(), self.dtype, &self.device)
+    }
+
+    /// Sentence embeddings `[batch, dim]` (normalized iff the folder has a Normalize module).
+    /// Differentiable in [`Mode::Train`].
+    pub fn forward(&self, batch: &PaddedBatch, mode: &mut Mode) -> Result<Tensor> {
+        let states = self.encoder.forward(&batch.ids, &batch.mask, mode)?;
+        let pooled = self.folder.pooling.pool(&states, &batch.mask)?;
+        let out = if self.folder.normalize {
+            pooling::normalize(&pooled)?
+        } else {
+            pooled
+        };
+        Ok(out)
+    }
+
+    /// Embeds texts in inference mode: tokenized in parallel, sorted by length so batches carry
+    /// little padding, and returned in input order as a row-major `[texts × dim]` f32 matrix.
+    pub fn embed(&self, texts: &[&str], batch_size: usize) -> Result<Vec<f32>> {
+        let ids = self.tokenizer.encode_batch(texts)?;
+        self.embed_ids(&ids, batch_size)
+    }
+
+    /// As [`Self::embed`], from token ids.
+    pub fn embed_ids(&self, ids: &[Vec<u32>], batch_size: usize) -> Result<Vec<f32>> {
+        let dim = self.dim();
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+        let mut out = vec![0f32; ids.len() * dim];
+        for group in order.chunks(batch_size.max(1)) {
+            let seqs: Vec<&[u32]> = group.iter().map(|&i| ids[i].as_slice()).collect();
+            let batch = self.pad(&seqs)?;
+            let emb = self
+                .forward(&batch, &mut Mode::Infer)?
+                .to_dtype(DType::F32)?
+                .to_device(&Device::Cpu)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            for (row, &i) in group.iter().enumerate() {
+                out[i * dim..(i + 1) * dim].copy_from_slice(&emb[row * dim..(row + 1) * dim]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Saves the model (current weights) as a sentence-transformers folder at `dest`,
+    /// atomically: it is written beside `dest` and renamed into place.
+    pub fn save(&self, dest: &Path, card: &ModelCard) -> Result<()> {
+        let tmp = crate::parquet_io::temp_path(dest);
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        let result = self
+            .folder
+            .write_layout(&tmp, card)
+            .and_then(|()| self.weights.save(&tmp.join("model.safetensors")));
+        if let Err(e) = result {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        if dest.exists() {
+            let old = dest.with_extension("replaced");
+            let _ = std::fs::remove_dir_all(&old);
+            std::fs::rename(dest, &old).map_err(|e| Error::io(dest, e))?;
+            std::fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))?;
+            std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+        } else {
+            std::fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))?;
+        }
+        Ok(())
+    }
+}
+
+fn build_encoder(folder: &ModelFolder, weights: &Weights) -> Result<BertEncoder> {
+    let built = match folder.architecture {
+        Architecture::Bert => BertEncoder::load(weights, &folder.config, Positions::FromZero),
+        Architecture::Roberta => roberta::load(weights, &folder.config),
+    };
+    built.map_err(|e| Error::model(&folder.dir, format!("cannot build the encoder: {e}")))
+}
+
+/// Cosine similarity of two vectors.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb).max(1e-12)
+}
