@@ -63,5 +63,9 @@ mkdir -p "${OUT_DIR}"
   --max-docs "${MAX_DOCS}" \
   --max-words "${MAX_WORDS}"
 
+echo "==> importing the seed layout into ${OUT_DIR}/chunks.parquet"
+(cd "${REPO_ROOT}" && cargo run --release --quiet -p common --bin import-seed -- \
+  data/sample --out data/sample/chunks.parquet)
+
 echo "==> total size: $(du -sh "${OUT_DIR}" | cut -f1) ($(du -sb "${OUT_DIR}" | cut -f1) bytes apparent)"
 echo "==> done"

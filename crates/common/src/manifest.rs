@@ -40,7 +40,9 @@ impl Manifest {
     pub fn load(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| Error::Json { path, source }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|source| Error::Json { path, source })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
             Err(e) => Err(Error::io(path, e)),
         }
@@ -87,9 +89,17 @@ pub fn record(dir: &Path, file: &Path, rows: Option<u64>, provenance: &Provenanc
 /// What is wrong with one file of a manifest.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Finding {
-    Missing { path: String },
-    SizeChanged { path: String, expected: u64, found: u64 },
-    ContentChanged { path: String },
+    Missing {
+        path: String,
+    },
+    SizeChanged {
+        path: String,
+        expected: u64,
+        found: u64,
+    },
+    ContentChanged {
+        path: String,
+    },
 }
 
 impl std::fmt::Display for Finding {
@@ -101,10 +111,19 @@ impl std::fmt::Display for Finding {
                 expected,
                 found,
             } => {
-                let what = if found < expected { "truncated" } else { "size changed" };
-                write!(f, "{path}: {what} ({found} bytes, manifest says {expected})")
+                let what = if found < expected {
+                    "truncated"
+                } else {
+                    "size changed"
+                };
+                write!(
+                    f,
+                    "{path}: {what} ({found} bytes, manifest says {expected})"
+                )
             }
-            Finding::ContentChanged { path } => write!(f, "{path}: content changed (sha256 differs)"),
+            Finding::ContentChanged { path } => {
+                write!(f, "{path}: content changed (sha256 differs)")
+            }
         }
     }
 }
@@ -113,7 +132,10 @@ impl std::fmt::Display for Finding {
 pub fn verify(dir: &Path) -> Result<Vec<Finding>> {
     let manifest_path = dir.join(MANIFEST);
     if !manifest_path.exists() {
-        return Err(Error::Invalid(format!("{}: no manifest", manifest_path.display())));
+        return Err(Error::Invalid(format!(
+            "{}: no manifest",
+            manifest_path.display()
+        )));
     }
     let manifest = Manifest::load(dir)?;
     let mut findings = Vec::new();

@@ -106,12 +106,11 @@ impl TableReader {
                 table,
             });
         }
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| {
-            Error::NotParquet {
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| Error::NotParquet {
                 path: path.into(),
                 source,
-            }
-        })?;
+            })?;
         let arrow_schema = builder.schema().clone();
         let file_meta = builder.metadata().file_metadata();
         let num_rows = file_meta.num_rows() as u64;
@@ -222,7 +221,9 @@ impl TableReader {
                     if col.data_type() == &target {
                         Some(col.clone())
                     } else {
-                        Some(cast_checked(col, &target, &self.path, spec.name, first_row)?)
+                        Some(cast_checked(
+                            col, &target, &self.path, spec.name, first_row,
+                        )?)
                     }
                 }
             });
@@ -374,23 +375,29 @@ impl TableWriter {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let tmp = temp_path(dest);
         let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let kv = provenance
-            .key_values(table)
-            .into_iter()
-            .map(|(k, v)| KeyValue::new(k, v))
-            .collect();
+        // Written twice: into the Parquet footer (read by our readers and polars) and into the
+        // embedded Arrow schema (what pyarrow and pandas show as `schema.metadata`).
+        let kv = provenance.key_values(table);
+        let schema = Arc::new(
+            schema.as_ref().clone().with_metadata(
+                kv.iter()
+                    .cloned()
+                    .collect::<std::collections::HashMap<_, _>>(),
+            ),
+        );
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
-            .set_key_value_metadata(Some(kv))
+            .set_key_value_metadata(Some(
+                kv.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect(),
+            ))
             .set_created_by(format!("strata {}", provenance.version))
             .build();
-        let writer =
-            ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|source| {
-                Error::Parquet {
-                    path: dest.into(),
-                    source,
-                }
-            })?;
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|source| {
+            Error::Parquet {
+                path: dest.into(),
+                source,
+            }
+        })?;
         Ok(TableWriter {
             dest: dest.into(),
             tmp,
@@ -409,12 +416,11 @@ impl TableWriter {
     }
 
     pub fn write_columns(&mut self, columns: Vec<ArrayRef>) -> Result<()> {
-        let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(|source| {
-            Error::Arrow {
+        let batch =
+            RecordBatch::try_new(self.schema.clone(), columns).map_err(|source| Error::Arrow {
                 path: self.dest.clone(),
                 source,
-            }
-        })?;
+            })?;
         self.write(&batch)
     }
 

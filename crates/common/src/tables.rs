@@ -4,12 +4,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, FixedSizeListArray, Float32Array, Int32Array, Int64Array,
-};
+use arrow::array::{Array, ArrayRef, FixedSizeListArray, Float32Array, Int32Array, Int64Array};
 
 use crate::error::{Error, Result};
-use crate::parquet_io::{string_array, ColumnKind, ColumnSpec, TableReader, TableWriter, BATCH_ROWS};
+use crate::parquet_io::{
+    string_array, ColumnKind, ColumnSpec, TableReader, TableWriter, BATCH_ROWS,
+};
 use crate::provenance::Provenance;
 use crate::schema::{self, Category, Side};
 
@@ -123,7 +123,9 @@ impl ChunksWriter {
         let columns: Vec<ArrayRef> = vec![
             string_array(rows.iter().map(|r| Some(r.doc_id.as_str()))),
             Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.year))),
-            Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.chunk_idx))),
+            Arc::new(Int32Array::from_iter_values(
+                rows.iter().map(|r| r.chunk_idx),
+            )),
             string_array(rows.iter().map(|r| Some(r.text.as_str()))),
         ];
         self.inner.write_columns(columns)
@@ -278,7 +280,9 @@ pub fn write_pairs(path: &Path, rows: &[PairRow], provenance: &Provenance) -> Re
             Arc::new(Float32Array::from_iter(
                 rows.iter().map(|r| r.provenance.temperature),
             )),
-            Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.provenance.seed))),
+            Arc::new(Int64Array::from_iter(
+                rows.iter().map(|r| r.provenance.seed),
+            )),
             p(|r| r.provenance.finish_reason.as_deref()),
             Arc::new(Int32Array::from_iter(
                 rows.iter().map(|r| r.provenance.prompt_tokens),
@@ -332,15 +336,18 @@ impl EmbeddingsWriter {
             arrow::datatypes::DataType::Float32,
             false,
         ));
-        let list = FixedSizeListArray::try_new(item, self.dim as i32, values, None).map_err(
-            |source| Error::Arrow {
-                path: self.inner.dest().into(),
-                source,
-            },
-        )?;
+        let list =
+            FixedSizeListArray::try_new(item, self.dim as i32, values, None).map_err(|source| {
+                Error::Arrow {
+                    path: self.inner.dest().into(),
+                    source,
+                }
+            })?;
         let columns: Vec<ArrayRef> = vec![
             string_array(keys.iter().map(|k| Some(k.doc_id.as_str()))),
-            Arc::new(Int32Array::from_iter_values(keys.iter().map(|k| k.chunk_idx))),
+            Arc::new(Int32Array::from_iter_values(
+                keys.iter().map(|k| k.chunk_idx),
+            )),
             Arc::new(Int32Array::from_iter_values(keys.iter().map(|k| k.year))),
             Arc::new(list),
         ];

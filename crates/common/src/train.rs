@@ -50,7 +50,11 @@ pub fn clip_grad_norm(vars: &[(String, Var)], grads: &mut GradStore, max_norm: f
     let mut total = 0f64;
     for (_, v) in vars {
         if let Some(g) = grads.get(v.as_tensor()) {
-            total += g.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+            total += g
+                .to_dtype(DType::F64)?
+                .sqr()?
+                .sum_all()?
+                .to_scalar::<f64>()?;
         }
     }
     let norm = total.sqrt();
@@ -164,13 +168,22 @@ impl AdamW {
     }
 
     /// Restores what [`Self::state`] returned.
-    pub fn load_state(&mut self, step: u64, tensors: &std::collections::HashMap<String, Tensor>) -> Result<()> {
+    pub fn load_state(
+        &mut self,
+        step: u64,
+        tensors: &std::collections::HashMap<String, Tensor>,
+    ) -> Result<()> {
         for p in &mut self.params {
             let get = |suffix: &str| {
                 tensors
                     .get(&format!("{}.{suffix}", p.name))
                     .cloned()
-                    .ok_or_else(|| candle_core::Error::Msg(format!("checkpoint lacks optimizer state for {}", p.name)))
+                    .ok_or_else(|| {
+                        candle_core::Error::Msg(format!(
+                            "checkpoint lacks optimizer state for {}",
+                            p.name
+                        ))
+                    })
             };
             p.m = get("exp_avg")?.to_device(p.var.device())?;
             p.v = get("exp_avg_sq")?.to_device(p.var.device())?;

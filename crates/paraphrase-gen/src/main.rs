@@ -1,1 +1,6 @@
-fn main(){}
+//! `paraphrase-gen`: not yet implemented; its issue in the tracker describes what it will do.
+
+fn main() -> std::process::ExitCode {
+    eprintln!("paraphrase-gen: not yet implemented (see ARCHITECTURE.md for the planned pipeline)");
+    std::process::ExitCode::FAILURE
+}

@@ -59,7 +59,10 @@ struct Embeddings {
 impl Embeddings {
     fn load(w: &Weights, cfg: &BertConfig, positions: Positions) -> Result<Self> {
         let token_type = if w.contains("embeddings.token_type_embeddings.weight") {
-            Some(Embedding::load(w, "embeddings.token_type_embeddings.weight")?)
+            Some(Embedding::load(
+                w,
+                "embeddings.token_type_embeddings.weight",
+            )?)
         } else {
             None
         };
@@ -112,7 +115,7 @@ struct SelfAttention {
 
 impl SelfAttention {
     fn load(w: &Weights, p: &str, cfg: &BertConfig) -> Result<Self> {
-        if cfg.hidden_size % cfg.num_attention_heads != 0 {
+        if !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
             candle_core::bail!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 cfg.hidden_size,
@@ -124,7 +127,11 @@ impl SelfAttention {
             key: Linear::load(w, &format!("{p}.attention.self.key"))?,
             value: Linear::load(w, &format!("{p}.attention.self.value"))?,
             output: Linear::load(w, &format!("{p}.attention.output.dense"))?,
-            norm: LayerNorm::load(w, &format!("{p}.attention.output.LayerNorm"), cfg.layer_norm_eps)?,
+            norm: LayerNorm::load(
+                w,
+                &format!("{p}.attention.output.LayerNorm"),
+                cfg.layer_norm_eps,
+            )?,
             heads: cfg.num_attention_heads,
             head_dim: cfg.hidden_size / cfg.num_attention_heads,
         })
@@ -197,7 +204,9 @@ impl BertEncoder {
     pub fn load(w: &Weights, cfg: &BertConfig, positions: Positions) -> Result<Self> {
         if let Some(kind) = cfg.position_embedding_type.as_deref() {
             if kind != "absolute" {
-                candle_core::bail!("position_embedding_type {kind:?} is not supported (only \"absolute\")");
+                candle_core::bail!(
+                    "position_embedding_type {kind:?} is not supported (only \"absolute\")"
+                );
             }
         }
         let activation = Activation::parse(&cfg.hidden_act).ok_or_else(|| {

@@ -255,7 +255,10 @@ impl ModelCard {
             if v.is_null() {
                 "(none)".to_string()
             } else {
-                format!("```json\n{}\n```", serde_json::to_string_pretty(v).expect("json"))
+                format!(
+                    "```json\n{}\n```",
+                    serde_json::to_string_pretty(v).expect("json")
+                )
             }
         };
         format!(

@@ -15,10 +15,14 @@ pub enum Mode {
     Infer,
     /// Differentiable ops and dropout drawn from a seeded RNG, so a resumed run draws the same
     /// masks as an uninterrupted one.
-    Train(Dropout),
+    Train(Box<Dropout>),
 }
 
 impl Mode {
+    pub fn train(dropout: Dropout) -> Self {
+        Mode::Train(Box::new(dropout))
+    }
+
     pub fn is_train(&self) -> bool {
         matches!(self, Mode::Train(_))
     }
@@ -213,7 +217,9 @@ pub struct Embedding {
 
 impl Embedding {
     pub fn load(w: &Weights, name: &str) -> Result<Self> {
-        Ok(Embedding { table: w.get(name)? })
+        Ok(Embedding {
+            table: w.get(name)?,
+        })
     }
 
     pub fn rows(&self) -> Result<usize> {

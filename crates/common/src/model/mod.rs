@@ -98,6 +98,11 @@ impl SentenceEncoder {
         )
     }
 
+    /// Training mode with the model's dropout, seeded.
+    pub fn train_mode(&self, seed: u64) -> Mode {
+        Mode::train(self.dropout(seed))
+    }
+
     /// Turns the parameters into trainable variables (see [`Weights::make_trainable`]).
     pub fn make_trainable(&mut self) -> Result<Vec<(String, Var)>> {
         let vars = self.weights.make_trainable()?;
@@ -194,4 +199,25 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
     let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
     dot / (na * nb).max(1e-12)
+}
+
+/// Parses `cpu` or `cuda:N` (`cuda` means `cuda:0`).
+pub fn parse_device(spec: &str) -> Result<Device> {
+    match spec {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::new_cuda(0)?),
+        s => match s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            Some(n) => Device::new_cuda(n).map_err(|e| {
+                Error::Invalid(format!(
+                    "device {s}: {e} (CUDA needs a build with `--features cuda` and a GPU)"
+                ))
+            }),
+            None => Err(Error::Invalid(format!(
+                "unknown device {s:?}: use cpu or cuda:N"
+            ))),
+        },
+    }
 }

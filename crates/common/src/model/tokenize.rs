@@ -71,7 +71,10 @@ impl TextTokenizer {
             path: "<loaded tokenizer>".into(),
             reason: e.to_string(),
         })?;
-        Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
+        Ok(encodings
+            .into_iter()
+            .map(|e| e.get_ids().to_vec())
+            .collect())
     }
 
     pub fn inner(&self) -> &Tokenizer {

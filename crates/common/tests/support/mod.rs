@@ -7,7 +7,10 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// `models/all-MiniLM-L6-v2`, fetched on first use (a no-op when present).
@@ -36,7 +39,8 @@ pub struct RefItem {
 }
 
 pub fn reference() -> Vec<RefItem> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/all-MiniLM-L6-v2.embeddings.json");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/all-MiniLM-L6-v2.embeddings.json");
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     // Numbers and lists are stored as strings in the reference file.
     let parse = |v: &serde_json::Value| -> serde_json::Value {
@@ -53,7 +57,8 @@ pub fn reference() -> Vec<RefItem> {
             id: it["id"].to_string(),
             text: it["text"].as_str().unwrap().to_string(),
             token_ids: serde_json::from_value(parse(&it["token_ids"])).unwrap(),
-            n_tokens_untruncated: serde_json::from_value(parse(&it["n_tokens_untruncated"])).unwrap(),
+            n_tokens_untruncated: serde_json::from_value(parse(&it["n_tokens_untruncated"]))
+                .unwrap(),
             embedding: serde_json::from_value(parse(&it["embedding"])).unwrap(),
         })
         .collect()
@@ -61,5 +66,8 @@ pub fn reference() -> Vec<RefItem> {
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }

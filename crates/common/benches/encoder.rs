@@ -1,0 +1,83 @@
+//! Inference throughput of the encoder on the bundled sample corpus, CPU, f32, batch 32,
+//! length-sorted: short sentences and whole passages. Prints texts/s, tokens/s and the
+//! FLOP rate they imply, next to candle's matmul rate on the model's own shapes measured in
+//! the same run (the ceiling this implementation can reach without faster kernels).
+//!
+//! Run: `cargo bench -p common --bench encoder` (after scripts/fetch-model.sh).
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use common::model::SentenceEncoder;
+use common::tables::ChunksReader;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> anyhow::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let model = root.join("models/all-MiniLM-L6-v2");
+    anyhow::ensure!(model.exists(), "run scripts/fetch-model.sh first");
+    let encoder = SentenceEncoder::load(&model, &Device::Cpu)?;
+    let chunks = ChunksReader::read_all(&root.join("data/sample/chunks.parquet"))?;
+
+    let sentences: Vec<String> = chunks
+        .iter()
+        .flat_map(|c| c.text.split(". ").map(str::to_string).collect::<Vec<_>>())
+        .filter(|s| s.split_whitespace().count() >= 8)
+        .take(1024)
+        .collect();
+    let passages: Vec<String> = chunks.iter().take(192).map(|c| c.text.clone()).collect();
+
+    let cfg = &encoder.folder.config;
+    let flops_per_token = |seq: f64| {
+        let (h, i, l) = (
+            cfg.hidden_size as f64,
+            cfg.intermediate_size as f64,
+            cfg.num_hidden_layers as f64,
+        );
+        // 4 h² (QKV + output) + 2 h·i (FFN) multiply-adds per token and layer, plus attention
+        // scores and context (2 · seq · h).
+        2.0 * l * (4.0 * h * h + 2.0 * h * i + 2.0 * seq * h)
+    };
+    let gemm = matmul_gflops(cfg.hidden_size, cfg.intermediate_size)?;
+    println!(
+        "candle matmul on [4096 x {h}] x [{h} x {i}]: {gemm:.0} GFLOP/s",
+        h = cfg.hidden_size,
+        i = cfg.intermediate_size
+    );
+
+    for (name, texts) in [("sentences", &sentences), ("passages", &passages)] {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let ids = encoder.tokenizer.encode_batch(&refs)?;
+        let tokens: usize = ids.iter().map(Vec::len).sum();
+        let mean = tokens as f64 / ids.len() as f64;
+        encoder.embed(&refs[..64.min(refs.len())], 32)?; // warm-up
+        let start = Instant::now();
+        encoder.embed(&refs, 32)?;
+        let secs = start.elapsed().as_secs_f64();
+        let gflops = tokens as f64 * flops_per_token(mean) / secs / 1e9;
+        println!(
+            "{name:>9}: {n} texts, {mean:.0} tokens on average: {tps:.1} texts/s, {toks:.0} tokens/s, {gflops:.0} GFLOP/s ({ratio:.2} of the matmul rate)",
+            n = ids.len(),
+            tps = ids.len() as f64 / secs,
+            toks = tokens as f64 / secs,
+            ratio = gflops / gemm,
+        );
+    }
+    Ok(())
+}
+
+fn matmul_gflops(hidden: usize, inter: usize) -> anyhow::Result<f64> {
+    let a = Tensor::randn(0f32, 1.0, (4096, hidden), &Device::Cpu)?;
+    let b = Tensor::randn(0f32, 1.0, (inter, hidden), &Device::Cpu)?;
+    a.matmul(&b.t()?)?;
+    let reps = 20;
+    let start = Instant::now();
+    for _ in 0..reps {
+        a.matmul(&b.t()?)?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(reps as f64 * 2.0 * 4096.0 * hidden as f64 * inter as f64 / secs / 1e9)
+}
