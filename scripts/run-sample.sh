@@ -10,6 +10,12 @@ cargo build --release --workspace
 
 run=runs/sample
 mkdir -p "$run"
+echo "==> select-pairs: training pairs (no paraphrase endpoint configured: successive pairs only)" >&2
+target/release/select-pairs \
+  --chunks data/sample/chunks.parquet \
+  --no-paraphrase \
+  --out "$run/pairs/pairs.parquet" \
+  --report "$run/pairs/report.json"
 echo "==> apply-model: embedding data/sample/chunks.parquet with the base model" >&2
 target/release/apply-model \
   --model models/all-MiniLM-L6-v2 \

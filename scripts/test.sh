@@ -19,4 +19,12 @@ echo "==> cargo clippy" >&2
 cargo clippy --workspace --all-targets --release -- -D warnings
 
 echo "==> cargo test" >&2
-cargo test --workspace --release
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --release 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# cargo's last line is the doc-tests' count (often 0): print the totals over all test binaries.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
