@@ -44,25 +44,45 @@ pub fn cross_entropy_diagonal(logits: &Tensor) -> Result<Tensor> {
     picked.neg()? / n as f64
 }
 
+/// Gradients aligned with a parameter list (None: the parameter got none). Unlike candle's
+/// `GradStore` they can be summed over several backward passes (gradient caching).
+pub type Grads = Vec<Option<Tensor>>;
+
+/// The gradients of `vars` in `store`.
+pub fn grads_of(vars: &[(String, Var)], store: &GradStore) -> Grads {
+    vars.iter()
+        .map(|(_, v)| store.get(v.as_tensor()).cloned())
+        .collect()
+}
+
+/// `acc += more`, parameter by parameter.
+pub fn accumulate(acc: &mut Grads, more: Grads) -> Result<()> {
+    for (a, m) in acc.iter_mut().zip(more) {
+        *a = match (a.take(), m) {
+            (Some(x), Some(y)) => Some((x + y)?),
+            (x, y) => x.or(y),
+        };
+    }
+    Ok(())
+}
+
 /// Scales all gradients so their global L2 norm is at most `max_norm`; returns the norm
 /// before clipping (as PyTorch's `clip_grad_norm_`).
-pub fn clip_grad_norm(vars: &[(String, Var)], grads: &mut GradStore, max_norm: f64) -> Result<f64> {
+pub fn clip_grad_norm(grads: &mut Grads, max_norm: f64) -> Result<f64> {
     let mut total = 0f64;
-    for (_, v) in vars {
-        if let Some(g) = grads.get(v.as_tensor()) {
-            total += g
-                .to_dtype(DType::F64)?
-                .sqr()?
-                .sum_all()?
-                .to_scalar::<f64>()?;
-        }
+    for g in grads.iter().flatten() {
+        total += g
+            .to_dtype(DType::F64)?
+            .sqr()?
+            .sum_all()?
+            .to_scalar::<f64>()?;
     }
     let norm = total.sqrt();
     if norm > max_norm {
         let factor = max_norm / (norm + 1e-6);
-        for (_, v) in vars {
-            if let Some(g) = grads.remove(v.as_tensor()) {
-                grads.insert(v.as_tensor(), (g * factor)?);
+        for g in grads.iter_mut() {
+            if let Some(t) = g.take() {
+                *g = Some((t * factor)?);
             }
         }
     }
@@ -130,14 +150,15 @@ impl AdamW {
         self.step
     }
 
-    /// One update with learning rate `lr`. Parameters without a gradient are left alone.
-    pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
+    /// One update with learning rate `lr`, `grads` aligned with the parameters given to
+    /// [`AdamW::new`]. Parameters without a gradient are left alone.
+    pub fn step(&mut self, grads: &Grads, lr: f64) -> Result<()> {
         self.step += 1;
         let c = self.config;
         let bias1 = 1.0 - c.beta1.powi(self.step as i32);
         let bias2 = 1.0 - c.beta2.powi(self.step as i32);
-        for p in &mut self.params {
-            let Some(g) = grads.get(p.var.as_tensor()) else {
+        for (p, g) in self.params.iter_mut().zip(grads) {
+            let Some(g) = g else {
                 continue;
             };
             let theta = p.var.as_tensor();

@@ -5,7 +5,7 @@ mod support;
 
 use candle_core::Device;
 use common::model::{Mode, ModelCard, SentenceEncoder};
-use common::train::{clip_grad_norm, mnrl_loss, AdamW, AdamWConfig};
+use common::train::{clip_grad_norm, grads_of, mnrl_loss, AdamW, AdamWConfig};
 use support::{base_model, max_abs_diff};
 
 const PAIRS: [(&str, &str); 8] = [
@@ -101,8 +101,8 @@ fn adamw_steps_drive_the_loss_down() {
     for _ in 0..20 {
         let loss = batch_loss(&enc, &shifted, &mut mode);
         losses.push(loss.to_scalar::<f32>().unwrap());
-        let mut grads = loss.backward().unwrap();
-        clip_grad_norm(&vars, &mut grads, 1.0).unwrap();
+        let mut grads = grads_of(&vars, &loss.backward().unwrap());
+        clip_grad_norm(&mut grads, 1.0).unwrap();
         opt.step(&grads, 2e-5).unwrap();
     }
     eprintln!("losses: {losses:?}");
@@ -130,7 +130,8 @@ fn save_then_load_reproduces_embeddings_and_tensor_names() {
     let vars = enc.make_trainable().unwrap();
     let mut opt = AdamW::new(&vars, AdamWConfig::default()).unwrap();
     let loss = batch_loss(&enc, &PAIRS[..4], &mut enc.train_mode(3));
-    opt.step(&loss.backward().unwrap(), 1e-3).unwrap();
+    opt.step(&grads_of(&vars, &loss.backward().unwrap()), 1e-3)
+        .unwrap();
 
     let texts = ["hello world", "The senate ratified the treaty."];
     let before = enc.embed(&texts, 2).unwrap();

@@ -98,6 +98,19 @@ impl SentenceEncoder {
         )
     }
 
+    /// Changes the truncation length, for this encoder and for the folder it saves.
+    pub fn set_max_seq_length(&mut self, max_seq_length: usize) -> Result<()> {
+        if max_seq_length == 0 || max_seq_length > self.encoder.max_positions {
+            return Err(Error::Invalid(format!(
+                "max_seq_length {max_seq_length} must be between 1 and the model's {} positions",
+                self.encoder.max_positions
+            )));
+        }
+        self.tokenizer.set_max_seq_length(max_seq_length)?;
+        self.folder.sbert.max_seq_length = max_seq_length;
+        Ok(())
+    }
+
     /// Training mode with the model's dropout, seeded.
     pub fn train_mode(&self, seed: u64) -> Mode {
         Mode::train(self.dropout(seed))

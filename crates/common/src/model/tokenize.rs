@@ -32,7 +32,19 @@ impl TextTokenizer {
             .or_else(|| inner.token_to_id("<pad>"))
             .unwrap_or(0);
         inner.with_padding(None);
-        inner
+        let mut tokenizer = TextTokenizer {
+            inner,
+            max_seq_length,
+            lowercase,
+            pad_id,
+        };
+        tokenizer.set_max_seq_length(max_seq_length)?;
+        Ok(tokenizer)
+    }
+
+    /// Truncates to `max_seq_length` tokens (special tokens included) from now on.
+    pub fn set_max_seq_length(&mut self, max_seq_length: usize) -> Result<()> {
+        self.inner
             .with_truncation(Some(TruncationParams {
                 max_length: max_seq_length,
                 strategy: TruncationStrategy::LongestFirst,
@@ -40,15 +52,11 @@ impl TextTokenizer {
                 direction: TruncationDirection::Right,
             }))
             .map_err(|e| Error::Tokenizer {
-                path: path.into(),
+                path: "<loaded tokenizer>".into(),
                 reason: e.to_string(),
             })?;
-        Ok(TextTokenizer {
-            inner,
-            max_seq_length,
-            lowercase,
-            pad_id,
-        })
+        self.max_seq_length = max_seq_length;
+        Ok(())
     }
 
     pub fn max_seq_length(&self) -> usize {
