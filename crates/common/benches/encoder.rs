@@ -32,20 +32,22 @@ fn main() -> anyhow::Result<()> {
 
     let cfg = &encoder.folder.config;
     let flops_per_token = |seq: f64| {
-        let (h, i, l) = (
-            cfg.hidden_size as f64,
-            cfg.intermediate_size as f64,
-            cfg.num_hidden_layers as f64,
-        );
-        // 4 h² (QKV + output) + 2 h·i (FFN) multiply-adds per token and layer, plus attention
-        // scores and context (2 · seq · h).
-        2.0 * l * (4.0 * h * h + 2.0 * h * i + 2.0 * seq * h)
+        common::perf::encoder_flops_per_token(
+            cfg.hidden_size,
+            cfg.intermediate_size,
+            cfg.num_hidden_layers,
+            seq as usize,
+        )
     };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let peak = common::perf::fma_peak_gflops(threads, 1000);
     let gemm = matmul_gflops(cfg.hidden_size, cfg.intermediate_size)?;
+    println!("fp32 FMA peak on {threads} threads: {peak:.0} GFLOP/s");
     println!(
-        "candle matmul on [4096 x {h}] x [{h} x {i}]: {gemm:.0} GFLOP/s",
+        "candle matmul on [4096 x {h}] x [{h} x {i}]: {gemm:.0} GFLOP/s ({r:.2} of peak)",
         h = cfg.hidden_size,
-        i = cfg.intermediate_size
+        i = cfg.intermediate_size,
+        r = gemm / peak
     );
 
     for (name, texts) in [("sentences", &sentences), ("passages", &passages)] {
@@ -59,11 +61,12 @@ fn main() -> anyhow::Result<()> {
         let secs = start.elapsed().as_secs_f64();
         let gflops = tokens as f64 * flops_per_token(mean) / secs / 1e9;
         println!(
-            "{name:>9}: {n} texts, {mean:.0} tokens on average: {tps:.1} texts/s, {toks:.0} tokens/s, {gflops:.0} GFLOP/s ({ratio:.2} of the matmul rate)",
+            "{name:>9}: {n} texts, {mean:.0} tokens on average: {tps:.1} texts/s, {toks:.0} tokens/s, {gflops:.0} GFLOP/s ({ratio:.2} of peak, {mm:.2} of the matmul rate)",
             n = ids.len(),
             tps = ids.len() as f64 / secs,
             toks = tokens as f64 / secs,
-            ratio = gflops / gemm,
+            ratio = gflops / peak,
+            mm = gflops / gemm,
         );
     }
     Ok(())

@@ -7,6 +7,7 @@ pub mod error;
 pub mod manifest;
 pub mod model;
 pub mod parquet_io;
+pub mod perf;
 pub mod progress;
 pub mod provenance;
 pub mod schema;

@@ -532,7 +532,11 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
                 opts.epochs
             ));
             let epoch_done = state.batch_in_epoch == batches.len();
-            if opts.eval_steps.is_some_and(|e| state.step % e == 0) && !epoch_done {
+            if opts
+                .eval_steps
+                .is_some_and(|e| state.step.is_multiple_of(e))
+                && !epoch_done
+            {
                 evaluate_now(&trainer, &mut state)?;
             }
             if epoch_done {
@@ -541,7 +545,10 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
                 evaluate_now(&trainer, &mut state)?;
                 save_checkpoint(&state, &optimizer)?;
                 break;
-            } else if opts.checkpoint_steps.is_some_and(|c| state.step % c == 0) {
+            } else if opts
+                .checkpoint_steps
+                .is_some_and(|c| state.step.is_multiple_of(c))
+            {
                 save_checkpoint(&state, &optimizer)?;
             }
         }
@@ -591,8 +598,33 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         std::fs::copy(&metrics_log, opts.out.join("metrics.jsonl"))
             .map_err(|e| common::Error::io(&metrics_log, e))?;
     }
+    record_manifest(&opts.out, &args)?;
     report.finished = true;
     Ok(report)
+}
+
+/// Lists every file of the saved model folder in its MANIFEST.json.
+fn record_manifest(dir: &Path, parameters: &serde_json::Value) -> Result<(), Error> {
+    let provenance = common::provenance::Provenance::new(
+        "tune-embeddings",
+        env!("CARGO_PKG_VERSION"),
+        parameters.clone(),
+    );
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d).map_err(|e| common::Error::io(&d, e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| common::Error::io(&d, e))?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            let name = name.unwrap_or_default();
+            if path.is_dir() {
+                stack.push(path);
+            } else if !name.starts_with('.') && name != common::manifest::MANIFEST {
+                common::manifest::record(dir, &path, None, &provenance)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The held-out and training example indices: a permutation seeded by `opts.seed`, whose

@@ -173,6 +173,9 @@ fn gradcache_gives_the_same_loss_and_gradients() {
             (plain_loss - cached_loss).abs() < 1e-5,
             "{loss:?}: loss {plain_loss} vs {cached_loss}"
         );
+        // Per tensor, relative to its largest gradient, with an absolute floor: the attention
+        // key bias has a true gradient of zero (a shift shared by all keys leaves softmax
+        // unchanged), so its ~1e-9 values are rounding noise on either path.
         let mut worst = 0f32;
         for ((name, _), (p, c)) in trainer.vars.iter().zip(plain.iter().zip(&cached)) {
             let (p, c) = (p.as_ref().unwrap(), c.as_ref().unwrap());
@@ -183,7 +186,7 @@ fn gradcache_gives_the_same_loss_and_gradients() {
                 .unwrap()
                 .to_scalar::<f32>()
                 .unwrap()
-                .max(1e-6);
+                .max(1e-4);
             let diff = (p - c)
                 .unwrap()
                 .abs()
@@ -194,7 +197,7 @@ fn gradcache_gives_the_same_loss_and_gradients() {
                 .unwrap();
             worst = worst.max(diff / scale);
             assert!(
-                diff / scale < 1e-3,
+                diff / scale < 1e-4,
                 "{loss:?}: {name}: gradients differ by {diff} (max {scale})"
             );
         }
@@ -327,6 +330,11 @@ fn short_run_on_the_sample_corpus_improves_mrr_and_saves_a_loadable_model() {
             best[k]
         );
     }
+    assert!(common::manifest::verify(&opts.out).unwrap().is_empty());
+    assert!(common::manifest::Manifest::load(&opts.out)
+        .unwrap()
+        .files
+        .contains_key("model.safetensors"));
     let card = std::fs::read_to_string(opts.out.join("README.md")).unwrap();
     assert!(card.contains("MultipleNegativesRankingLoss") && card.contains("mrr@10"));
 }
