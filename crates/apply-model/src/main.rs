@@ -1,8 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use apply_model::{run, Options};
+use apply_model::{run, Format, Options, ShardBy};
 use clap::Parser;
 use common::corpus::Corpus;
 use common::seed_layout::SeedLayout;
@@ -11,13 +10,18 @@ use common::seed_layout::SeedLayout;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Embed every chunk of a corpus with a sentence-transformers model.
+/// Embed every chunk of a corpus with a sentence-transformers model, shard by shard.
 ///
 /// Reads a `chunks` Parquet file (or a seed layout: metadata TSV + `{id}.txt` chunk files) and
-/// writes OUT/embeddings.parquet (doc_id, chunk_idx, year, embedding) in input order, plus
-/// OUT/MANIFEST.json. Embeddings are L2-normalized iff the model has a Normalize module.
+/// writes one `embeddings` Parquet file per shard into OUT (doc_id, chunk_idx, year, embedding;
+/// rows in input order; L2-normalized iff the model has a Normalize module), plus
+/// OUT/MANIFEST.json. Shards: one per decade (as the reference workflow), per N-year range, or N
+/// equal parts. Under a Slurm job array each task embeds every N-th shard (N = the array size).
+///
+/// Resumable: finished shards are skipped (after checking they were made with the same model,
+/// input and settings), and a killed shard continues after its last committed part.
 #[derive(Parser)]
-#[command(version)]
+#[command(version, verbatim_doc_comment)]
 struct Args {
     /// Model folder in the sentence-transformers layout (base model or a tune-embeddings output).
     #[arg(long)]
@@ -35,12 +39,25 @@ struct Args {
     /// Output folder.
     #[arg(long, short)]
     out: PathBuf,
+    /// `decade`, `years:N` (N-year ranges) or `equal:N` (N parts of equal row counts).
+    #[arg(long, default_value = "decade")]
+    shard_by: ShardBy,
+    /// Embed only the shards of this array task (0-based) …
+    #[arg(long, env = "SLURM_ARRAY_TASK_ID", requires = "num_shards")]
+    shard: Option<usize>,
+    /// … of this many tasks (task i takes shards i, i+n, i+2n, …).
+    #[arg(long, env = "SLURM_ARRAY_TASK_COUNT", requires = "shard")]
+    num_shards: Option<usize>,
+    /// Also write these exports of every shard (repeatable): tsv, npy.
+    #[arg(long = "format", value_enum)]
+    formats: Vec<Format>,
     /// Texts per forward pass.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    /// Chunks read, length-sorted and embedded together (bounds memory).
+    /// Chunks per committed part: a killed run redoes at most one part (also the window within
+    /// which texts are sorted by length).
     #[arg(long, default_value_t = 4096)]
-    window: usize,
+    part_rows: usize,
     /// `cpu`, or `cuda:N` in a build with `--features cuda`.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -58,29 +75,32 @@ fn main() -> ExitCode {
         model: args.model,
         corpus,
         out_dir: args.out,
-        batch_size: args.batch_size,
-        window: args.window,
+        batch_size: args.batch_size.max(1),
+        part_rows: args.part_rows.max(1),
         device: args.device,
+        shard_by: args.shard_by,
+        task: args.shard.zip(args.num_shards),
+        exports: args.formats,
     };
-    match run(&opts).context("apply-model failed") {
+    match run(&opts) {
         Ok(r) => {
+            let skipped = r.shards.iter().filter(|s| s.skipped).count();
             eprintln!(
-                "embedded {} chunks ({}-dim{}) in {:.1} s, {:.1} chunks/s → {}",
-                r.rows,
+                "embedded {} chunks in {} shards ({} already done) with a {}-dim{} model in {:.1} s ({:.1} chunks/s) → {}",
+                r.rows_embedded,
+                r.shards.len(),
+                skipped,
                 r.dim,
                 if r.normalized { ", normalized" } else { "" },
                 r.seconds,
                 r.texts_per_second,
-                r.output.display()
+                opts.out_dir.display()
             );
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
-            let bad_input = e
-                .downcast_ref::<common::Error>()
-                .is_some_and(|e| e.is_bad_input());
-            ExitCode::from(if bad_input { 2 } else { 1 })
+            eprintln!("error: {e}");
+            ExitCode::from(if e.is_bad_input() { 2 } else { 1 })
         }
     }
 }

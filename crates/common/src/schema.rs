@@ -59,6 +59,14 @@ pub mod embeddings {
     pub const ITEM: &str = "item";
 }
 
+/// `ids`: the keys of an exported embedding matrix (`.npy`), row for row.
+pub mod ids {
+    pub const TABLE: &str = "ids";
+    pub const DOC_ID: &str = "doc_id";
+    pub const CHUNK_IDX: &str = "chunk_idx";
+    pub const YEAR: &str = "year";
+}
+
 /// Pair categories, as written in the `category` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Category {
@@ -163,5 +171,13 @@ pub fn embeddings_schema(dim: usize) -> SchemaRef {
         Field::new(CHUNK_IDX, DataType::Int32, false),
         Field::new(YEAR, DataType::Int32, false),
         Field::new(EMBEDDING, embedding_type(dim), false),
+    ]))
+}
+
+pub fn ids_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(ids::DOC_ID, DataType::Utf8, false),
+        Field::new(ids::CHUNK_IDX, DataType::Int32, false),
+        Field::new(ids::YEAR, DataType::Int32, false),
     ]))
 }

@@ -304,6 +304,18 @@ pub struct ChunkKey {
     pub year: i32,
 }
 
+/// The doc_id, chunk_idx and year columns of `keys` (the `ids` table, and the start of an
+/// `embeddings` batch).
+pub fn key_columns(keys: &[ChunkKey]) -> Vec<ArrayRef> {
+    vec![
+        string_array(keys.iter().map(|k| Some(k.doc_id.as_str()))),
+        Arc::new(Int32Array::from_iter_values(
+            keys.iter().map(|k| k.chunk_idx),
+        )),
+        Arc::new(Int32Array::from_iter_values(keys.iter().map(|k| k.year))),
+    ]
+}
+
 /// Writes `embeddings` batches: keys plus a row-major `[rows × dim]` matrix.
 pub struct EmbeddingsWriter {
     inner: TableWriter,
@@ -343,14 +355,8 @@ impl EmbeddingsWriter {
                     source,
                 }
             })?;
-        let columns: Vec<ArrayRef> = vec![
-            string_array(keys.iter().map(|k| Some(k.doc_id.as_str()))),
-            Arc::new(Int32Array::from_iter_values(
-                keys.iter().map(|k| k.chunk_idx),
-            )),
-            Arc::new(Int32Array::from_iter_values(keys.iter().map(|k| k.year))),
-            Arc::new(list),
-        ];
+        let mut columns = key_columns(keys);
+        columns.push(Arc::new(list));
         self.inner.write_columns(columns)
     }
 
