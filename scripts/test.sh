@@ -11,6 +11,23 @@ python3 -m pip install --quiet --disable-pip-version-check -r scripts/requiremen
 echo "==> base model" >&2
 scripts/fetch-model.sh
 
+echo "==> rsync and sshd for the sync tests" >&2
+if ! command -v rsync >/dev/null || [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends rsync openssh-server openssh-client >/dev/null
+fi
+
+# A throwaway single-node Slurm for the slurm crate's tests, with its own state folder and
+# ports; only the processes it records are stopped afterwards.
+echo "==> local Slurm" >&2
+export SLURM_CI_DIR=${SLURM_CI_DIR:-/tmp/strata-test-slurm}
+export SLURM_CI_CTLD_PORT=6917 SLURM_CI_SLURMD_PORT=6918 SLURM_CI_DBD_PORT=6919 SLURM_CI_DB_PORT=3407
+export SLURM_CI_MIN_JOB_AGE=5
+trap 'bash scripts/slurm-down.sh >/dev/null 2>&1 || true' EXIT
+bash scripts/slurm-up.sh >/dev/null
+. "$SLURM_CI_DIR/env"
+
 echo "==> cargo fmt --check" >&2
 cargo fmt --all --check
 
@@ -20,7 +37,7 @@ cargo clippy --workspace --all-targets --release -- -D warnings
 
 echo "==> cargo test" >&2
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log"; bash scripts/slurm-down.sh >/dev/null 2>&1 || true' EXIT
 set +e
 cargo test --workspace --release 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}

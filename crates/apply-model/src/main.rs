@@ -61,6 +61,9 @@ struct Args {
     /// `cpu`, or `cuda:N` in a build with `--features cuda`.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Print the names of all shards (one per line; outputs are NAME.parquet) and exit.
+    #[arg(long)]
+    list_shards: bool,
 }
 
 fn main() -> ExitCode {
@@ -71,6 +74,18 @@ fn main() -> ExitCode {
         (None, Some(dir)) => Corpus::Seed(SeedLayout::in_dir(&dir)),
         (None, None) => unreachable!("clap requires one"),
     };
+    if args.list_shards {
+        return match apply_model::shards::plan(&corpus, args.shard_by) {
+            Ok(shards) => {
+                shards.iter().for_each(|s| println!("{}", s.name));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(if e.is_bad_input() { 2 } else { 1 })
+            }
+        };
+    }
     let opts = Options {
         model: args.model,
         corpus,
