@@ -3,8 +3,7 @@ use std::process::ExitCode;
 
 use apply_model::{run, Format, Options, ShardBy};
 use clap::Parser;
-use common::corpus::Corpus;
-use common::seed_layout::SeedLayout;
+use common::corpus::CorpusArgs;
 
 // glibc malloc's churn on the many short-lived tensors costs about a quarter of the throughput.
 #[global_allocator]
@@ -26,16 +25,8 @@ struct Args {
     /// Model folder in the sentence-transformers layout (base model or a tune-embeddings output).
     #[arg(long)]
     model: PathBuf,
-    /// `chunks` Parquet file to embed.
-    #[arg(
-        long,
-        conflicts_with = "seed_dir",
-        required_unless_present = "seed_dir"
-    )]
-    chunks: Option<PathBuf>,
-    /// Seed layout folder (metadata.tsv + chunks/) to embed instead of a Parquet file.
-    #[arg(long)]
-    seed_dir: Option<PathBuf>,
+    #[command(flatten)]
+    corpus: CorpusArgs,
     /// Output folder.
     #[arg(long, short)]
     out: PathBuf,
@@ -69,11 +60,7 @@ struct Args {
 fn main() -> ExitCode {
     common::progress::init_logging();
     let args = Args::parse();
-    let corpus = match (args.chunks, args.seed_dir) {
-        (Some(path), _) => Corpus::Chunks(path),
-        (None, Some(dir)) => Corpus::Seed(SeedLayout::in_dir(&dir)),
-        (None, None) => unreachable!("clap requires one"),
-    };
+    let corpus = args.corpus.corpus();
     if args.list_shards {
         return match apply_model::shards::plan(&corpus, args.shard_by) {
             Ok(shards) => {

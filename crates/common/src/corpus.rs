@@ -70,3 +70,47 @@ impl Corpus {
         Ok(provenance.with_input_hash(path.display().to_string(), sha256_file(path)?))
     }
 }
+
+/// The command-line flags that name a corpus, shared by the stages that read one.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CorpusArgs {
+    /// `chunks` Parquet file.
+    #[arg(
+        long,
+        conflicts_with = "seed_dir",
+        required_unless_present = "seed_dir"
+    )]
+    pub chunks: Option<PathBuf>,
+    /// Seed layout folder instead: metadata TSV + chunks/{id}.txt (see --metadata, --chunks-dir).
+    #[arg(long)]
+    pub seed_dir: Option<PathBuf>,
+    /// Metadata TSV of the seed layout [default: SEED_DIR/metadata.tsv].
+    #[arg(long, requires = "seed_dir")]
+    pub metadata: Option<PathBuf>,
+    /// Folder of {id}.txt chunk files [default: SEED_DIR/chunks].
+    #[arg(long, requires = "seed_dir")]
+    pub chunks_dir: Option<PathBuf>,
+    /// Metadata column with the document id.
+    #[arg(long, default_value = "paperId")]
+    pub id_column: String,
+    /// Metadata column with the year.
+    #[arg(long, default_value = "year")]
+    pub year_column: String,
+}
+
+impl CorpusArgs {
+    pub fn corpus(&self) -> Corpus {
+        match (&self.chunks, &self.seed_dir) {
+            (Some(path), _) => Corpus::Chunks(path.clone()),
+            (None, dir) => {
+                let mut layout =
+                    SeedLayout::in_dir(dir.as_deref().unwrap_or(std::path::Path::new(".")));
+                layout.metadata = self.metadata.clone().unwrap_or(layout.metadata);
+                layout.chunks_dir = self.chunks_dir.clone().unwrap_or(layout.chunks_dir);
+                layout.id_column = self.id_column.clone();
+                layout.year_column = self.year_column.clone();
+                Corpus::Seed(layout)
+            }
+        }
+    }
+}

@@ -86,6 +86,21 @@ pub fn record(dir: &Path, file: &Path, rows: Option<u64>, provenance: &Provenanc
     write_atomic(&dir.join(MANIFEST), &json)
 }
 
+/// Records `file` in the MANIFEST.json of the folder it is in.
+pub fn record_beside(file: &Path, rows: Option<u64>, provenance: &Provenance) -> Result<()> {
+    let dir = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // `record` needs `file` inside `dir` as written, so a bare file name gets "./".
+    record(
+        dir,
+        &dir.join(file.file_name().unwrap_or_default()),
+        rows,
+        provenance,
+    )
+}
+
 /// What is wrong with one file of a manifest.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Finding {

@@ -122,3 +122,18 @@ pub fn sha256_files(root: &Path, files: &[PathBuf]) -> Result<String> {
     }
     Ok(hex::encode(hasher.finalize()))
 }
+
+/// Refuses a secret file (an API key) that users other than its owner can read.
+pub fn check_private_file(path: &Path) -> std::result::Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{} is readable by others (mode {:o}); chmod 600 it",
+            path.display(),
+            mode & 0o777
+        ));
+    }
+    Ok(())
+}

@@ -396,11 +396,7 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
     let provenance = Provenance::new("paraphrase-gen", env!("CARGO_PKG_VERSION"), params)
         .with_input(&opts.input)?;
     let rows_written = write_pairs(&opts.out, &out_rows, &provenance)?;
-    let dir = match opts.out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    common::manifest::record(&dir, &opts.out, Some(rows_written), &provenance)?;
+    common::manifest::record_beside(&opts.out, Some(rows_written), &provenance)?;
     report.output = Some(opts.out.clone());
     Ok(report)
 }

@@ -103,21 +103,7 @@ fn read_key(file: Option<&PathBuf>) -> Result<String, String> {
         return std::env::var("OPENAI_API_KEY")
             .map_err(|_| "no API key: set OPENAI_API_KEY or give --api-key-file".to_string());
     };
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(format!(
-                "{}: key file is readable by others (mode {:o}); chmod 600 it",
-                path.display(),
-                mode & 0o777
-            ));
-        }
-    }
+    common::provenance::check_private_file(path).map_err(|e| format!("key file {e}"))?;
     let key = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(key.trim().to_string())
 }

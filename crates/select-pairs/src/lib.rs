@@ -176,11 +176,7 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         params,
     ))?;
     let rows = write_pairs(&opts.out, &pairs, &provenance)?;
-    let dir = match opts.out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    common::manifest::record(&dir, &opts.out, Some(rows), &provenance)?;
+    common::manifest::record_beside(&opts.out, Some(rows), &provenance)?;
     Ok(report)
 }
 

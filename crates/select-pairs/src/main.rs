@@ -2,8 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use common::corpus::Corpus;
-use common::seed_layout::SeedLayout;
+use common::corpus::CorpusArgs;
 use select_pairs::{run, Options, Params};
 
 /// Select training pairs from a chunked corpus.
@@ -32,28 +31,8 @@ use select_pairs::{run, Options, Params};
 #[derive(Parser)]
 #[command(version, verbatim_doc_comment)]
 struct Args {
-    /// `chunks` Parquet file.
-    #[arg(
-        long,
-        conflicts_with = "seed_dir",
-        required_unless_present = "seed_dir"
-    )]
-    chunks: Option<PathBuf>,
-    /// Seed layout folder instead: metadata TSV + chunks/{id}.txt (see --metadata, --chunks-dir).
-    #[arg(long)]
-    seed_dir: Option<PathBuf>,
-    /// Metadata TSV of the seed layout [default: SEED_DIR/metadata.tsv].
-    #[arg(long, requires = "seed_dir")]
-    metadata: Option<PathBuf>,
-    /// Folder of {id}.txt chunk files [default: SEED_DIR/chunks].
-    #[arg(long, requires = "seed_dir")]
-    chunks_dir: Option<PathBuf>,
-    /// Metadata column with the document id.
-    #[arg(long, default_value = "paperId")]
-    id_column: String,
-    /// Metadata column with the year.
-    #[arg(long, default_value = "year")]
-    year_column: String,
+    #[command(flatten)]
+    corpus: CorpusArgs,
     /// Output `pairs` Parquet file.
     #[arg(long, short)]
     out: PathBuf,
@@ -110,18 +89,7 @@ struct Args {
 fn main() -> ExitCode {
     common::progress::init_logging();
     let args = Args::parse();
-    let corpus = match (&args.chunks, &args.seed_dir) {
-        (Some(path), _) => Corpus::Chunks(path.clone()),
-        (None, Some(dir)) => {
-            let mut layout = SeedLayout::in_dir(dir);
-            layout.metadata = args.metadata.clone().unwrap_or(layout.metadata);
-            layout.chunks_dir = args.chunks_dir.clone().unwrap_or(layout.chunks_dir);
-            layout.id_column = args.id_column.clone();
-            layout.year_column = args.year_column.clone();
-            Corpus::Seed(layout)
-        }
-        (None, None) => unreachable!("clap requires one"),
-    };
+    let corpus = args.corpus.corpus();
     let base = if args.no_paraphrase {
         Params::no_paraphrase()
     } else {

@@ -150,17 +150,5 @@ impl Config {
 
 /// Refuses a key file that others can read.
 pub fn check_key_file(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
-        .map_err(|e| format!("API key file {}: {e}", path.display()))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "API key file {} is readable by others (mode {:o}); chmod 600 it",
-            path.display(),
-            mode & 0o777
-        ));
-    }
-    Ok(())
+    common::provenance::check_private_file(path).map_err(|e| format!("API key file {e}"))
 }
