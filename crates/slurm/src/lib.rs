@@ -203,8 +203,7 @@ pub fn submit(config: &Config, profile: &str) -> Result<Vec<(Stage, String)>> {
     let mut state = load_state(&config.run_dir);
     let mut previous: Option<String> = None;
     let mut out = Vec::new();
-    for ((i, stage), (path, _)) in stages(config).into_iter().enumerate().zip(&scripts) {
-        let _ = i;
+    for (stage, (path, _)) in stages(config).into_iter().zip(&scripts) {
         if previous.is_none() && is_done(config, stage)? {
             out.push((stage, "done".into()));
             continue;
