@@ -79,9 +79,9 @@ def build_graph(w, cfg):
         return node("LayerNormalization", [x, init(prefix + ".g", w[prefix + ".weight"]), init(prefix + ".beta", w[prefix + ".bias"])], axis=-1, epsilon=eps)
 
     ids, mask = "input_ids", "attention_mask"  # [b, t] int64
-    seq = node("Shape", [ids])
-    t = node("Gather", [seq, const(1, np.int64)], axis=0)
-    positions = node("Range", [const(0, np.int64), t, const(1, np.int64)])
+    # Positions 0..t-1 per row, as a cumulative sum of ones (no shape arithmetic to fold).
+    ones = node("ConstantOfShape", [node("Shape", [ids])], value=helper.make_tensor("one", TensorProto.INT64, [1], [1]))
+    positions = node("Sub", [node("CumSum", [ones, const(1, np.int64)]), const(1, np.int64)])
     x = node("Gather", [init("word", w["embeddings.word_embeddings.weight"]), ids], axis=0)
     x = node("Add", [x, node("Gather", [init("pos", w["embeddings.position_embeddings.weight"]), positions], axis=0)])
     x = node("Add", [x, init("type0", w["embeddings.token_type_embeddings.weight"][0])])
