@@ -1,6 +1,7 @@
 //! apply-model on the real base model: parity with the encoder and the reference file through
 //! the whole path, sharding and Slurm-array coverage, kill -9 resume, exports, bad input.
 
+use common::testing::{base_model, workspace_root as root};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,26 +12,6 @@ use common::corpus::Corpus;
 use common::model::{cosine, SentenceEncoder};
 use common::provenance::Provenance;
 use common::tables::{ChunkKey, ChunkRow, ChunksReader, ChunksWriter, EmbeddingsReader};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn base_model() -> PathBuf {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let ok = Command::new("bash")
-            .arg(root().join("scripts/fetch-model.sh"))
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "scripts/fetch-model.sh failed");
-    });
-    root().join("models/all-MiniLM-L6-v2")
-}
 
 fn write_chunks(path: &Path, rows: &[ChunkRow]) {
     let mut w =

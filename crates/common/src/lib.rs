@@ -13,6 +13,8 @@ pub mod provenance;
 pub mod schema;
 pub mod seed_layout;
 pub mod tables;
+#[cfg(feature = "test-support")]
+pub mod testing;
 pub mod train;
 
 pub use error::{Error, Result};

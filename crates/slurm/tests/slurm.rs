@@ -1,6 +1,7 @@
 //! The slurm crate against a real single-node Slurm (started by scripts/test.sh through
 //! scripts/slurm-up.sh; SLURM_CONF points at it), a real rsync and an sshd on 127.0.0.1.
 
+use common::testing::{base_model, workspace_root as root};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -9,13 +10,6 @@ use common::tables::{ChunksReader, ChunksWriter, EmbeddingsReader};
 use slurm::config::Config;
 use slurm::stages::Stage;
 use slurm::StageState;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 fn bin_dir() -> PathBuf {
     // The stage binaries of this build, next to this test's own binary.
@@ -29,18 +23,6 @@ fn bin_dir() -> PathBuf {
         );
     }
     dir
-}
-
-fn base_model() -> PathBuf {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        assert!(Command::new("bash")
-            .arg(root().join("scripts/fetch-model.sh"))
-            .status()
-            .unwrap()
-            .success());
-    });
-    root().join("models/all-MiniLM-L6-v2")
 }
 
 fn require_slurm() {

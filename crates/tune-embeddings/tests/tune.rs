@@ -1,6 +1,7 @@
 //! tune-embeddings on the real base model: batching, GradCache, exact resume, the sample
 //! corpus, and bad input.
 
+use common::testing::{base_model, workspace_root as root};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -11,26 +12,6 @@ use common::schema::{Category, Side};
 use common::tables::{write_pairs, PairRow};
 use tune_embeddings::data::{self, Source};
 use tune_embeddings::{batching, run, split, tokenize, EvalSplit, Loss, Options, Trainer};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn base_model() -> PathBuf {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let ok = Command::new("bash")
-            .arg(root().join("scripts/fetch-model.sh"))
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "scripts/fetch-model.sh failed");
-    });
-    root().join("models/all-MiniLM-L6-v2")
-}
 
 fn options(train: Source, out: PathBuf) -> Options {
     Options {
