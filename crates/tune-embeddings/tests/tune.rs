@@ -160,22 +160,8 @@ fn gradcache_gives_the_same_loss_and_gradients() {
         let mut worst = 0f32;
         for ((name, _), (p, c)) in trainer.vars.iter().zip(plain.iter().zip(&cached)) {
             let (p, c) = (p.as_ref().unwrap(), c.as_ref().unwrap());
-            let scale = p
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                .max(1e-4);
-            let diff = (p - c)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let scale = max_abs(p).max(1e-4);
+            let diff = max_abs(&(p - c).unwrap());
             worst = worst.max(diff / scale);
             assert!(
                 diff / scale < 1e-4,
@@ -184,6 +170,16 @@ fn gradcache_gives_the_same_loss_and_gradients() {
         }
         eprintln!("{loss:?}: worst relative gradient difference {worst:e}");
     }
+}
+
+/// Largest absolute value of a tensor.
+fn max_abs(t: &candle_core::Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 fn train_losses(ckpt: &Path) -> Vec<(u64, f64)> {
@@ -235,14 +231,7 @@ fn interrupted_and_resumed_run_equals_an_uninterrupted_one() {
         if ta.dtype() != candle_core::DType::F32 {
             continue;
         }
-        let diff = (ta - &wb[name])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs(&(ta - &wb[name]).unwrap());
         assert!(diff < 1e-5, "{name} differs by {diff}");
     }
     // A checkpoint of another run is refused.
