@@ -3,7 +3,9 @@
 use candle_core::{DType, Module, Result, Tensor};
 use serde::Deserialize;
 
-use super::layers::{Activation, Embedding, LayerNorm, Linear, Mode};
+use super::layers::{
+    attention_softmax, Activation, AttentionMask, Embedding, LayerNorm, Linear, Mode,
+};
 use super::weights::Weights;
 
 /// The fields of a BERT-family `config.json` the encoder needs.
@@ -137,9 +139,8 @@ impl SelfAttention {
         })
     }
 
-    /// `xs`: `[batch, seq, hidden]`; `mask_bias`: `[batch, 1, 1, seq]`, 0 for tokens and a
-    /// large negative number for padding.
-    fn forward(&self, xs: &Tensor, mask_bias: &Tensor, mode: &mut Mode) -> Result<Tensor> {
+    /// `xs`: `[batch, seq, hidden]`.
+    fn forward(&self, xs: &Tensor, mask: &AttentionMask, mode: &mut Mode) -> Result<Tensor> {
         let (b, t, hidden) = xs.dims3()?;
         let split = |x: Tensor| -> Result<Tensor> {
             x.reshape((b, t, self.heads, self.head_dim))?
@@ -150,8 +151,7 @@ impl SelfAttention {
         let k = split(self.key.forward(xs)?)?;
         let v = split(self.value.forward(xs)?)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_bias)?;
-        let probs = super::layers::softmax_last_dim(&scores, mode)?;
+        let probs = attention_softmax(&q.matmul(&k.t()?)?, mask, scale, mode)?;
         let probs = mode.attention_dropout(&probs)?;
         let ctx = probs
             .matmul(&v)?
@@ -182,8 +182,8 @@ impl Layer {
         })
     }
 
-    fn forward(&self, xs: &Tensor, mask_bias: &Tensor, mode: &mut Mode) -> Result<Tensor> {
-        let xs = self.attention.forward(xs, mask_bias, mode)?;
+    fn forward(&self, xs: &Tensor, mask: &AttentionMask, mode: &mut Mode) -> Result<Tensor> {
+        let xs = self.attention.forward(xs, mask, mode)?;
         let h = self.activation.forward(&self.intermediate.forward(&xs)?)?;
         let out = mode.hidden_dropout(&self.output.forward(&h)?)?;
         self.norm.forward(&(out + xs)?, mode)
@@ -232,13 +232,10 @@ impl BertEncoder {
     /// Token states `[batch, seq, hidden]` for `ids` `[batch, seq]` and `mask` `[batch, seq]`
     /// (1 for tokens, 0 for padding, in the model's dtype).
     pub fn forward(&self, ids: &Tensor, mask: &Tensor, mode: &mut Mode) -> Result<Tensor> {
-        let (b, t) = ids.dims2()?;
-        // (1 - mask) * -1e4 would underflow nothing in f16/bf16 and is large enough to zero
-        // padding after softmax in f32.
-        let bias = ((mask.ones_like()? - mask)? * -1e4)?.reshape((b, 1, 1, t))?;
+        let mask = AttentionMask::new(mask)?;
         let mut xs = self.embeddings.forward(ids, mode)?;
         for layer in &self.layers {
-            xs = layer.forward(&xs, &bias, mode)?;
+            xs = layer.forward(&xs, &mask, mode)?;
         }
         Ok(xs)
     }

@@ -1,7 +1,10 @@
-//! Transformer building blocks that work both ways: when training, every op is composed from
-//! candle primitives that have a backward pass (candle's fused `layer_norm` and
-//! `softmax_last_dim` have none, so gradients through them silently vanish) and dropout is
-//! real; when inferring, the fused kernels run and dropout is the identity.
+//! Transformer building blocks that work both ways, training and inference.
+//!
+//! On CPU in f32, GELU, the attention softmax and LayerNorm run our fused kernels
+//! ([`super::fused`]), which have a backward. Elsewhere, training composes them from candle
+//! primitives that have one (candle's own fused `layer_norm` and `softmax_last_dim` have none,
+//! so gradients through them would silently vanish) and inference takes candle's fused ops.
+//! Dropout is real when training and the identity when inferring.
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use rand::{Rng, SeedableRng};
@@ -135,7 +138,9 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, xs: &Tensor, mode: &Mode) -> Result<Tensor> {
-        if mode.is_train() {
+        if super::fused::applies(xs) {
+            super::fused::layer_norm(xs, &self.weight, &self.bias, self.eps as f32)
+        } else if mode.is_train() {
             layer_norm_differentiable(xs, &self.weight, &self.bias, self.eps)
         } else {
             candle_nn::ops::layer_norm(&xs.contiguous()?, &self.weight, &self.bias, self.eps as f32)
@@ -162,12 +167,49 @@ pub fn layer_norm_differentiable(
         .broadcast_add(bias)
 }
 
-/// Softmax over the last dimension.
-pub fn softmax_last_dim(xs: &Tensor, mode: &Mode) -> Result<Tensor> {
-    if mode.is_train() {
-        softmax_differentiable(xs)
-    } else {
-        candle_nn::ops::softmax_last_dim(&xs.contiguous()?)
+/// Which keys attention may look at, in the two forms the two softmax paths want.
+pub struct AttentionMask {
+    /// `[batch, keys]`: 1 for tokens, 0 for padding.
+    pub mask: Tensor,
+    /// `[batch, 1, 1, keys]`: 0 for tokens, a large negative number for padding; only built
+    /// where the fused kernels do not apply.
+    bias: Option<Tensor>,
+}
+
+impl AttentionMask {
+    pub fn new(mask: &Tensor) -> Result<Self> {
+        let bias = if super::fused::applies(mask) {
+            None
+        } else {
+            let (b, t) = mask.dims2()?;
+            // -1e4 underflows nothing in f16/bf16 and zeroes padding after softmax in f32.
+            Some(((mask.ones_like()? - mask)? * -1e4)?.reshape((b, 1, 1, t))?)
+        };
+        Ok(AttentionMask {
+            mask: mask.clone(),
+            bias,
+        })
+    }
+}
+
+/// `softmax(scale · scores)` over keys with padding left out; `scores`: `[batch, heads,
+/// queries, keys]`.
+pub fn attention_softmax(
+    scores: &Tensor,
+    mask: &AttentionMask,
+    scale: f64,
+    mode: &Mode,
+) -> Result<Tensor> {
+    match &mask.bias {
+        None => super::fused::attention_softmax(scores, &mask.mask, scale as f32),
+        Some(bias) => {
+            let xs = (scores * scale)?.broadcast_add(bias)?;
+            if mode.is_train() {
+                softmax_differentiable(&xs)
+            } else {
+                candle_nn::ops::softmax_last_dim(&xs.contiguous()?)
+            }
+        }
     }
 }
 
@@ -199,9 +241,10 @@ impl Activation {
         }
     }
 
-    /// All three have a backward in candle.
+    /// All have a backward.
     pub fn forward(self, xs: &Tensor) -> Result<Tensor> {
         match self {
+            Activation::Gelu if super::fused::applies(xs) => super::fused::gelu(xs),
             Activation::Gelu => xs.gelu_erf(),
             Activation::GeluTanh => xs.gelu(),
             Activation::Relu => xs.relu(),

@@ -7,6 +7,8 @@
 
 pub mod bert;
 pub mod folder;
+pub mod fused;
+pub mod kernels;
 pub mod layers;
 pub mod pooling;
 pub mod roberta;
