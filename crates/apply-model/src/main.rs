@@ -5,9 +5,9 @@ use apply_model::{run, Format, Options, ShardBy};
 use clap::Parser;
 use common::corpus::CorpusArgs;
 
-// glibc malloc's churn on the many short-lived tensors costs about a quarter of the throughput.
+// See common::alloc for why.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: common::alloc::MiMalloc = common::alloc::MiMalloc;
 
 /// Embed every chunk of a corpus with a sentence-transformers model, shard by shard.
 ///
@@ -58,6 +58,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    common::alloc::keep_freed_memory();
     common::progress::init_logging();
     let args = Args::parse();
     let corpus = args.corpus.corpus();

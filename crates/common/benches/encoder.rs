@@ -12,10 +12,12 @@ use candle_core::{Device, Tensor};
 use common::model::SentenceEncoder;
 use common::tables::ChunksReader;
 
+// See common::alloc for why.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: common::alloc::MiMalloc = common::alloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    common::alloc::keep_freed_memory();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let model = root.join("models/all-MiniLM-L6-v2");
     anyhow::ensure!(model.exists(), "run scripts/fetch-model.sh first");

@@ -2,6 +2,7 @@
 //! the seed-layout import, manifests, and the sentence encoder used for both training and
 //! inference.
 
+pub mod alloc;
 pub mod corpus;
 pub mod error;
 pub mod manifest;

@@ -14,13 +14,15 @@ use common::tables::ChunksReader;
 use tune_embeddings::data::{Examples, Pair, Source};
 use tune_embeddings::{tokenize, EvalSplit, Loss, Options, Trainer};
 
+// See common::alloc for why.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: common::alloc::MiMalloc = common::alloc::MiMalloc;
 
 const BATCH: usize = 32;
 const SEQ: usize = 128;
 
 fn main() -> anyhow::Result<()> {
+    common::alloc::keep_freed_memory();
     let steps: usize = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())

@@ -5,9 +5,9 @@ use clap::{Parser, ValueEnum};
 use tune_embeddings::data::Source;
 use tune_embeddings::{format_metrics, run, EvalSplit, Loss, Options};
 
-// glibc malloc's churn on the many short-lived tensors costs about a quarter of the throughput.
+// See common::alloc for why.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: common::alloc::MiMalloc = common::alloc::MiMalloc;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum LossArg {
@@ -114,6 +114,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    common::alloc::keep_freed_memory();
     common::progress::init_logging();
     let a = Args::parse();
     let train = match (a.pairs, a.jsonl, a.scored) {
