@@ -24,6 +24,9 @@ use crate::provenance::Provenance;
 /// large enough that per-batch overhead vanishes.
 pub const BATCH_ROWS: usize = 8192;
 
+/// Row-group size for tables of short rows (ids, texts, pairs).
+pub const DEFAULT_ROW_GROUP_ROWS: usize = 128 * 1024;
+
 /// A column a reader needs: its name, the canonical type, and whether it may be absent.
 #[derive(Debug, Clone, Copy)]
 pub struct ColumnSpec {
@@ -371,6 +374,18 @@ impl TableWriter {
         table: &str,
         provenance: &Provenance,
     ) -> Result<Self> {
+        Self::create_with_row_groups(dest, schema, table, provenance, DEFAULT_ROW_GROUP_ROWS)
+    }
+
+    /// As [`Self::create`], with row groups of at most `row_group_rows` rows. The writer holds
+    /// one row group in memory, so wide rows (embeddings) want small ones.
+    pub fn create_with_row_groups(
+        dest: &Path,
+        schema: SchemaRef,
+        table: &str,
+        provenance: &Provenance,
+        row_group_rows: usize,
+    ) -> Result<Self> {
         let dir = parent_dir(dest);
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let tmp = temp_path(dest);
@@ -391,6 +406,7 @@ impl TableWriter {
                 kv.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect(),
             ))
             .set_created_by(format!("strata {}", provenance.version))
+            .set_max_row_group_row_count(Some(row_group_rows.max(1)))
             .build();
         let writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|source| {
             Error::Parquet {

@@ -324,11 +324,15 @@ pub struct EmbeddingsWriter {
 
 impl EmbeddingsWriter {
     pub fn create(path: &Path, dim: usize, provenance: &Provenance) -> Result<Self> {
-        let inner = TableWriter::create(
+        // ~8 MiB of embeddings per row group keeps the writer's buffer, and so a shard's
+        // peak memory, independent of the shard's size.
+        let row_group_rows = (8 << 20) / (4 * dim.max(1));
+        let inner = TableWriter::create_with_row_groups(
             path,
             schema::embeddings_schema(dim),
             schema::embeddings::TABLE,
             provenance,
+            row_group_rows,
         )?;
         Ok(EmbeddingsWriter { inner, dim })
     }
