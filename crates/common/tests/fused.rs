@@ -1,7 +1,8 @@
 //! The fused CPU kernels give the same values and gradients as the candle compositions they
 //! replace (which the other tests check against the reference model).
 
-use candle_core::{Device, Tensor, Var, D};
+use candle_core::{Device, Tensor, Var};
+use common::model::attention::{attention, AttentionDropout};
 use common::model::fused;
 use common::model::layers::{layer_norm_differentiable, softmax_differentiable};
 
@@ -52,53 +53,119 @@ fn gelu_matches_candle_with_gradient() {
     assert!(d < 1e-5, "gradient differs by {d}");
 }
 
-#[test]
-fn attention_softmax_matches_masked_composition_with_gradient() {
-    let (b, h, t) = (3, 4, 21);
-    let scores = Var::from_tensor(&random(&[b, h, t, t], 3)).unwrap();
-    let w = random(&[b, h, t, t], 4);
-    // Sequence lengths 21, 13 and 1: padding after the tokens.
-    let lens = [21usize, 13, 1];
+/// Masks for sequences of `lens` tokens padded to `t`.
+fn mask_of(lens: &[usize], t: usize) -> Tensor {
     let mask: Vec<f32> = lens
         .iter()
         .flat_map(|&n| (0..t).map(move |j| if j < n { 1.0 } else { 0.0 }))
         .collect();
-    let mask = Tensor::from_vec(mask, (b, t), &Device::Cpu).unwrap();
-    let scale = 0.177;
+    Tensor::from_vec(mask, (lens.len(), t), &Device::Cpu).unwrap()
+}
 
-    let fused_out = fused::attention_softmax(scores.as_tensor(), &mask, scale).unwrap();
-    let bias = ((mask.ones_like().unwrap() - &mask).unwrap() * -1e4)
+/// Attention from candle primitives: what the unfused path computes.
+fn composed_attention(qkv: &Tensor, mask: &Tensor, heads: usize) -> Tensor {
+    let (b, t, three_h) = qkv.dims3().unwrap();
+    let hidden = three_h / 3;
+    let d = hidden / heads;
+    let split = |i: usize| {
+        qkv.narrow(2, i * hidden, hidden)
+            .unwrap()
+            .reshape((b, t, heads, d))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+    };
+    let (q, k, v) = (split(0), split(1), split(2));
+    let bias = ((mask.ones_like().unwrap() - mask).unwrap() * -1e4)
         .unwrap()
         .reshape((b, 1, 1, t))
         .unwrap();
-    let plain_out = softmax_differentiable(
-        &(scores.as_tensor() * scale as f64)
-            .unwrap()
-            .broadcast_add(&bias)
-            .unwrap(),
-    )
-    .unwrap();
-    assert!(max_abs_diff(&fused_out, &plain_out) < 1e-6);
-    // Padding keys get exactly nothing; rows sum to one.
-    let padded = fused_out.narrow(0, 1, 1).unwrap().narrow(3, 13, 8).unwrap();
-    assert_eq!(
-        padded
-            .abs()
+    let scores = (q.matmul(&k.t().unwrap()).unwrap() / (d as f64).sqrt())
+        .unwrap()
+        .broadcast_add(&bias)
+        .unwrap();
+    softmax_differentiable(&scores)
+        .unwrap()
+        .matmul(&v)
+        .unwrap()
+        .transpose(1, 2)
+        .unwrap()
+        .contiguous()
+        .unwrap()
+        .reshape((b, t, hidden))
+        .unwrap()
+}
+
+#[test]
+fn fused_attention_matches_composition_with_gradient() {
+    let (b, t, heads, hidden) = (3, 21, 4, 64);
+    let qkv = Var::from_tensor(&random(&[b, t, 3 * hidden], 3)).unwrap();
+    let w = random(&[b, t, hidden], 4);
+    // Sequence lengths 21, 13 and 1: padding after the tokens.
+    let mask = mask_of(&[21, 13, 1], t);
+
+    let fused_out = attention(qkv.as_tensor(), &mask, heads, None).unwrap();
+    let plain_out = composed_attention(qkv.as_tensor(), &mask, heads);
+    let d = max_abs_diff(&fused_out, &plain_out);
+    assert!(d < 1e-5, "context differs by {d}");
+    let d = max_abs_diff(
+        &grad_of(&fused_out, &w, &qkv),
+        &grad_of(&plain_out, &w, &qkv),
+    );
+    assert!(d < 1e-4, "gradient differs by {d}");
+}
+
+#[test]
+fn attention_dropout_is_seeded_and_its_gradient_is_exact() {
+    let (b, t, heads, hidden) = (2, 6, 2, 8);
+    let x = random(&[b, t, 3 * hidden], 9);
+    let w = random(&[b, t, hidden], 10);
+    let mask = mask_of(&[6, 4], t);
+    let drop = Some(AttentionDropout { p: 0.3, seed: 7 });
+    let f = |x: &Tensor| {
+        (attention(x, &mask, heads, drop).unwrap() * &w)
             .unwrap()
             .sum_all()
             .unwrap()
             .to_scalar::<f32>()
-            .unwrap(),
-        0.0
-    );
-    let sums = fused_out.sum(D::Minus1).unwrap().flatten_all().unwrap();
-    assert!(max_abs_diff(&sums, &sums.ones_like().unwrap()) < 1e-6);
+            .unwrap()
+    };
+    // Same seed, same masks; another seed, other masks; no dropout differs from both.
+    assert_eq!(f(&x), f(&x));
+    let other = attention(&x, &mask, heads, Some(AttentionDropout { p: 0.3, seed: 8 })).unwrap();
+    let plain = attention(&x, &mask, heads, None).unwrap();
+    let this = attention(&x, &mask, heads, drop).unwrap();
+    assert!(max_abs_diff(&this, &other) > 1e-3);
+    assert!(max_abs_diff(&this, &plain) > 1e-3);
 
-    let d = max_abs_diff(
-        &grad_of(&fused_out, &w, &scores),
-        &grad_of(&plain_out, &w, &scores),
-    );
-    assert!(d < 1e-5, "gradient differs by {d}");
+    // The analytic gradient (through the same masks) against central differences.
+    let var = Var::from_tensor(&x).unwrap();
+    let out = attention(var.as_tensor(), &mask, heads, drop).unwrap();
+    let grad = grad_of(&out, &w, &var)
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let base = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let eps = 1e-2f32;
+    let mut nonzero = 0;
+    for i in (0..base.len()).step_by(5) {
+        let bump = |delta: f32| {
+            let mut v = base.clone();
+            v[i] += delta;
+            f(&Tensor::from_vec(v, x.shape(), &Device::Cpu).unwrap())
+        };
+        let numeric = (bump(eps) - bump(-eps)) / (2.0 * eps);
+        assert!(
+            (numeric - grad[i]).abs() < 2e-3 * (1.0 + numeric.abs()),
+            "element {i}: numeric {numeric}, analytic {}",
+            grad[i]
+        );
+        nonzero += usize::from(grad[i].abs() > 1e-6);
+    }
+    assert!(nonzero > 10, "gradient is mostly zero");
 }
 
 #[test]

@@ -4,7 +4,7 @@ use candle_core::{DType, Module, Result, Tensor};
 use serde::Deserialize;
 
 use super::layers::{
-    attention_softmax, Activation, AttentionMask, Embedding, LayerNorm, Linear, Mode,
+    softmax_last_dim, Activation, AttentionMask, Embedding, LayerNorm, Linear, Mode,
 };
 use super::weights::Weights;
 
@@ -141,6 +141,22 @@ impl SelfAttention {
 
     /// `xs`: `[batch, seq, hidden]`.
     fn forward(&self, xs: &Tensor, mask: &AttentionMask, mode: &mut Mode) -> Result<Tensor> {
+        let ctx = match &mask.bias {
+            None => self.fused_context(xs, mask, mode)?,
+            Some(bias) => self.composed_context(xs, bias, mode)?,
+        };
+        let out = mode.hidden_dropout(&self.output.forward(&ctx)?)?;
+        self.norm.forward(&(out + xs)?, mode)
+    }
+
+    /// q, k and v in one matmul, then the fused attention kernel (CPU f32).
+    fn fused_context(&self, xs: &Tensor, mask: &AttentionMask, mode: &mut Mode) -> Result<Tensor> {
+        let qkv = Linear::stack(&[&self.query, &self.key, &self.value])?.forward(xs)?;
+        super::attention::attention(&qkv, &mask.mask, self.heads, mode.attention_dropout_seed())
+    }
+
+    /// The same from candle ops, for devices and dtypes the fused kernel does not cover.
+    fn composed_context(&self, xs: &Tensor, bias: &Tensor, mode: &mut Mode) -> Result<Tensor> {
         let (b, t, hidden) = xs.dims3()?;
         let split = |x: Tensor| -> Result<Tensor> {
             x.reshape((b, t, self.heads, self.head_dim))?
@@ -151,15 +167,13 @@ impl SelfAttention {
         let k = split(self.key.forward(xs)?)?;
         let v = split(self.value.forward(xs)?)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let probs = attention_softmax(&q.matmul(&k.t()?)?, mask, scale, mode)?;
-        let probs = mode.attention_dropout(&probs)?;
-        let ctx = probs
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(bias)?;
+        let probs = mode.attention_dropout(&softmax_last_dim(&scores, mode)?)?;
+        probs
             .matmul(&v)?
             .transpose(1, 2)?
             .contiguous()?
-            .reshape((b, t, hidden))?;
-        let out = mode.hidden_dropout(&self.output.forward(&ctx)?)?;
-        self.norm.forward(&(out + xs)?, mode)
+            .reshape((b, t, hidden))
     }
 }
 

@@ -1,5 +1,5 @@
-//! candle custom ops over [`super::kernels`]: fused GELU, attention softmax and LayerNorm on
-//! CPU f32, each with a backward so that training and inference run the same kernels.
+//! candle custom ops over [`super::kernels`]: fused GELU and LayerNorm on CPU f32, each with a
+//! backward so that training and inference run the same kernels (attention has its own file).
 //! [`super::layers`] decides when they apply; other devices and dtypes take candle's ops.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
@@ -11,7 +11,7 @@ pub fn applies(xs: &Tensor) -> bool {
     xs.device().is_cpu() && xs.dtype() == candle_core::DType::F32
 }
 
-fn slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+pub(crate) fn slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
         candle_core::bail!("{op}: only f32 is supported")
     };
@@ -24,22 +24,6 @@ fn slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [
 /// Exact (erf) GELU.
 pub fn gelu(xs: &Tensor) -> Result<Tensor> {
     xs.contiguous()?.apply_op1(Gelu)
-}
-
-/// `softmax(scale · scores)` over the last dimension of `scores` `[batch, heads, queries,
-/// keys]`, with keys where `mask` `[batch, keys]` is 0 left out (probability 0).
-pub fn attention_softmax(scores: &Tensor, mask: &Tensor, scale: f32) -> Result<Tensor> {
-    let (batch, _, _, keys) = scores.dims4()?;
-    if mask.dims() != [batch, keys] {
-        candle_core::bail!(
-            "attention mask {:?} does not fit scores {:?}",
-            mask.dims(),
-            scores.dims()
-        );
-    }
-    scores
-        .contiguous()?
-        .apply_op2(&mask.contiguous()?, AttentionSoftmax { scale })
 }
 
 /// LayerNorm over the last dimension.
@@ -95,70 +79,6 @@ impl CustomOp2 for GeluGrad {
         let grad = slice(s2, l2, self.name())?;
         let mut out = vec![0f32; xs.len()];
         kernels::gelu_backward(xs, grad, &mut out);
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
-    }
-}
-
-struct AttentionSoftmax {
-    scale: f32,
-}
-
-impl CustomOp2 for AttentionSoftmax {
-    fn name(&self) -> &'static str {
-        "fused-attention-softmax"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let scores = slice(s1, l1, self.name())?;
-        let mask = slice(s2, l2, self.name())?;
-        let keys = *l1.dims().last().expect("4 dims");
-        let mut out = vec![0f32; scores.len()];
-        kernels::masked_softmax_forward(scores, mask, keys, self.scale, &mut out);
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        _scores: &Tensor,
-        _mask: &Tensor,
-        probs: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let scores_grad = probs.apply_op2_no_bwd(
-            &grad.contiguous()?,
-            &AttentionSoftmaxGrad { scale: self.scale },
-        )?;
-        Ok((Some(scores_grad), None))
-    }
-}
-
-struct AttentionSoftmaxGrad {
-    scale: f32,
-}
-
-impl CustomOp2 for AttentionSoftmaxGrad {
-    fn name(&self) -> &'static str {
-        "fused-attention-softmax-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let probs = slice(s1, l1, self.name())?;
-        let grad = slice(s2, l2, self.name())?;
-        let keys = *l1.dims().last().expect("4 dims");
-        let mut out = vec![0f32; probs.len()];
-        kernels::masked_softmax_backward(probs, grad, keys, self.scale, &mut out);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }

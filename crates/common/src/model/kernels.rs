@@ -221,81 +221,41 @@ pub fn gelu_backward(xs: &[f32], grad: &[f32], out: &mut [f32]) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Attention softmax: softmax(scale · scores) over keys, padding keys excluded.
+// Attention softmax over one (sequence, head) block; the caller runs blocks in parallel.
 
 multiversion! {
-    /// Rows of one sequence's scores, all sharing `mask`.
-    fn softmax_task(scores: &[f32], mask: &[f32], scale: f32, out: &mut [f32]) {
+    /// Rows of `keys = mask.len()` scores become `softmax(scale · row)` over the keys where
+    /// `mask` is non-zero; the others get exactly 0. Every row needs one real key.
+    pub fn softmax_in_place(rows: &mut [f32], mask: &[f32], scale: f32) {
         let keys = mask.len();
-        for (o, s) in out.chunks_exact_mut(keys).zip(scores.chunks_exact(keys)) {
-            for ((o, &s), &m) in o.iter_mut().zip(s).zip(mask) {
-                *o = if m != 0.0 { s * scale } else { f32::NEG_INFINITY };
+        for row in rows.chunks_exact_mut(keys) {
+            for (x, &m) in row.iter_mut().zip(mask) {
+                *x = if m != 0.0 { *x * scale } else { f32::NEG_INFINITY };
             }
-            let top = max(o);
-            for (o, &m) in o.iter_mut().zip(mask) {
+            let top = max(row);
+            for (x, &m) in row.iter_mut().zip(mask) {
                 // exp clamps its argument, so padding is zeroed explicitly.
-                *o = if m != 0.0 { exp(*o - top) } else { 0.0 };
+                *x = if m != 0.0 { exp(*x - top) } else { 0.0 };
             }
-            let inv = 1.0 / sum(o);
-            for o in o.iter_mut() {
-                *o *= inv;
+            let inv = 1.0 / sum(row);
+            for x in row.iter_mut() {
+                *x *= inv;
             }
         }
     }
-}
-
-/// `scores`: `[batch, heads·queries, keys]` row-major; `mask`: `[batch, keys]`, non-zero for
-/// real tokens. Padding keys get probability exactly 0; every row needs one real key.
-pub fn masked_softmax_forward(
-    scores: &[f32],
-    mask: &[f32],
-    keys: usize,
-    scale: f32,
-    out: &mut [f32],
-) {
-    let batch = mask.len() / keys;
-    let per_seq = scores.len() / batch;
-    // One task per (sequence, block of rows), so each task sees a single mask row.
-    let block = (keys * rows_per_task(keys)).min(per_seq);
-    out.par_chunks_mut(per_seq)
-        .zip(scores.par_chunks(per_seq))
-        .zip(mask.par_chunks(keys))
-        .for_each(|((out, scores), mask)| {
-            out.par_chunks_mut(block)
-                .zip(scores.par_chunks(block))
-                .for_each(|(o, s)| softmax_task(s, mask, scale, o));
-        });
 }
 
 multiversion! {
-    fn softmax_grad_task(probs: &[f32], grad: &[f32], keys: usize, scale: f32, out: &mut [f32]) {
-        for ((o, p), g) in out
-            .chunks_exact_mut(keys)
-            .zip(probs.chunks_exact(keys))
-            .zip(grad.chunks_exact(keys))
-        {
+    /// Turns `grad`, the gradient of the probabilities `probs`, into the gradient of the
+    /// unscaled scores: `scale · p ⊙ (g − Σ g⊙p)` per row of `keys`.
+    pub fn softmax_grad_in_place(probs: &[f32], grad: &mut [f32], keys: usize, scale: f32) {
+        for (g, p) in grad.chunks_exact_mut(keys).zip(probs.chunks_exact(keys)) {
             let inner = dot(p, g);
-            for ((o, &p), &g) in o.iter_mut().zip(p).zip(g) {
-                *o = scale * p * (g - inner);
+            for (g, &p) in g.iter_mut().zip(p) {
+                *g = scale * p * (*g - inner);
             }
         }
     }
-}
-
-/// Gradient of the scores given the probabilities `probs` and their gradient `grad`:
-/// `scale · p ⊙ (g − Σ g⊙p)` per row (padding keys have p = 0, so get 0).
-pub fn masked_softmax_backward(
-    probs: &[f32],
-    grad: &[f32],
-    keys: usize,
-    scale: f32,
-    out: &mut [f32],
-) {
-    let chunk = keys * rows_per_task(keys);
-    out.par_chunks_mut(chunk)
-        .zip(probs.par_chunks(chunk))
-        .zip(grad.par_chunks(chunk))
-        .for_each(|((o, p), g)| softmax_grad_task(p, g, keys, scale, o));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -38,6 +38,18 @@ impl Mode {
         }
     }
 
+    /// Attention dropout for the fused attention kernel, which draws its own masks from a
+    /// seed taken from our RNG.
+    pub fn attention_dropout_seed(&mut self) -> Option<super::attention::AttentionDropout> {
+        match self {
+            Mode::Train(d) if d.attention_p > 0.0 => Some(super::attention::AttentionDropout {
+                p: d.attention_p,
+                seed: d.rng.random(),
+            }),
+            _ => None,
+        }
+    }
+
     /// Dropout with the attention-probability probability.
     pub fn attention_dropout(&mut self, xs: &Tensor) -> Result<Tensor> {
         match self {
@@ -98,6 +110,26 @@ impl Linear {
         Ok(Linear {
             weight: w.get(&format!("{prefix}.weight"))?,
             bias: w.get_opt(&format!("{prefix}.bias")),
+        })
+    }
+}
+
+impl Linear {
+    /// One layer computing all of `parts` side by side (e.g. q, k and v in one matmul).
+    /// Built per forward pass from the parts' tensors, so gradients reach each part.
+    pub fn stack(parts: &[&Linear]) -> Result<Linear> {
+        let weights: Vec<&Tensor> = parts.iter().map(|l| &l.weight).collect();
+        let bias = match parts
+            .iter()
+            .map(|l| l.bias.as_ref())
+            .collect::<Option<Vec<_>>>()
+        {
+            Some(biases) => Some(Tensor::cat(&biases, 0)?),
+            None => None,
+        };
+        Ok(Linear {
+            weight: Tensor::cat(&weights, 0)?,
+            bias,
         })
     }
 }
@@ -167,13 +199,12 @@ pub fn layer_norm_differentiable(
         .broadcast_add(bias)
 }
 
-/// Which keys attention may look at, in the two forms the two softmax paths want.
+/// Which keys attention may look at: `mask` `[batch, keys]` is 1 for tokens and 0 for
+/// padding; where the fused kernels do not apply, `bias` `[batch, 1, 1, keys]` is the same as
+/// 0 / a large negative number added to the scores.
 pub struct AttentionMask {
-    /// `[batch, keys]`: 1 for tokens, 0 for padding.
     pub mask: Tensor,
-    /// `[batch, 1, 1, keys]`: 0 for tokens, a large negative number for padding; only built
-    /// where the fused kernels do not apply.
-    bias: Option<Tensor>,
+    pub bias: Option<Tensor>,
 }
 
 impl AttentionMask {
@@ -192,24 +223,12 @@ impl AttentionMask {
     }
 }
 
-/// `softmax(scale · scores)` over keys with padding left out; `scores`: `[batch, heads,
-/// queries, keys]`.
-pub fn attention_softmax(
-    scores: &Tensor,
-    mask: &AttentionMask,
-    scale: f64,
-    mode: &Mode,
-) -> Result<Tensor> {
-    match &mask.bias {
-        None => super::fused::attention_softmax(scores, &mask.mask, scale as f32),
-        Some(bias) => {
-            let xs = (scores * scale)?.broadcast_add(bias)?;
-            if mode.is_train() {
-                softmax_differentiable(&xs)
-            } else {
-                candle_nn::ops::softmax_last_dim(&xs.contiguous()?)
-            }
-        }
+/// Softmax over the last dimension for the unfused path.
+pub fn softmax_last_dim(xs: &Tensor, mode: &Mode) -> Result<Tensor> {
+    if mode.is_train() {
+        softmax_differentiable(xs)
+    } else {
+        candle_nn::ops::softmax_last_dim(&xs.contiguous()?)
     }
 }
 

@@ -5,6 +5,7 @@
 //! sentence-transformers' Pooling/Normalize modules and tokenizer call do, `folder` reads and
 //! writes the sentence-transformers layout, and `weights` keeps tensors under their HF names.
 
+pub mod attention;
 pub mod bert;
 pub mod folder;
 pub mod fused;

@@ -1,0 +1,373 @@
+//! Fused multi-head self-attention core on CPU f32, with its backward: from the packed
+//! `[q | k | v]` projections straight to the per-token context, one (sequence, head) per task.
+//!
+//! Composed from candle ops, the core splits q, k and v into heads (three copies), runs
+//! hundreds of tiny batched matmuls, materialises scores, probabilities and a dropout mask of
+//! `batch × heads × seq²` each, and copies the heads back; at 47-token sentences that was a
+//! sixth of inference time. Here each task reads its head in place through strides, keeps its
+//! `seq × seq` block in a scratch buffer, and writes its slice of the output. The backward
+//! recomputes the probabilities instead of storing them (as flash attention does), and
+//! dropout draws its mask from a seed per call, so both passes see the same mask.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use super::kernels;
+
+/// Attention dropout: probability and the seed its masks are drawn from.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionDropout {
+    pub p: f32,
+    pub seed: u64,
+}
+
+/// `qkv`: `[batch, seq, 3·hidden]`, the query, key and value projections side by side (each
+/// head's columns contiguous within them); `mask`: `[batch, seq]`, 1 for tokens, 0 for
+/// padding. Returns the context `[batch, seq, hidden]` (heads side by side).
+pub fn attention(
+    qkv: &Tensor,
+    mask: &Tensor,
+    heads: usize,
+    dropout: Option<AttentionDropout>,
+) -> Result<Tensor> {
+    let (b, t, three_h) = qkv.dims3()?;
+    if !three_h.is_multiple_of(3 * heads) || mask.dims() != [b, t] {
+        candle_core::bail!(
+            "attention: qkv {:?} and mask {:?} do not fit {heads} heads",
+            qkv.dims(),
+            mask.dims()
+        );
+    }
+    let dropout = dropout.filter(|d| d.p > 0.0);
+    qkv.contiguous()?
+        .apply_op2(&mask.contiguous()?, Attention { heads, dropout })
+}
+
+struct Attention {
+    heads: usize,
+    dropout: Option<AttentionDropout>,
+}
+
+/// Shapes of one call.
+#[derive(Clone, Copy)]
+struct Dims {
+    batch: usize,
+    seq: usize,
+    hidden: usize,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl Dims {
+    fn of(qkv: &Layout, heads: usize) -> Self {
+        let d = qkv.dims();
+        let hidden = d[2] / 3;
+        Dims {
+            batch: d[0],
+            seq: d[1],
+            hidden,
+            heads,
+            head_dim: hidden / heads,
+        }
+    }
+
+    fn scale(&self) -> f32 {
+        1.0 / (self.head_dim as f32).sqrt()
+    }
+}
+
+/// A raw pointer that tasks writing disjoint parts of one buffer can share.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: every task writes a disjoint set of elements (its own head's columns).
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+/// `dst (m×n) = lhs (m×k) · rhs (k×n)`, or `+=` with `accumulate`; every operand given by a
+/// pointer and (row, column) strides in elements.
+///
+/// # Safety
+/// The pointers must cover the strided extents, and `dst` must not alias the inputs.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    (dst_rs, dst_cs): (usize, usize),
+    accumulate: bool,
+    lhs: *const f32,
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: *const f32,
+    (rhs_rs, rhs_cs): (usize, usize),
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        dst_cs as isize,
+        dst_rs as isize,
+        accumulate,
+        lhs,
+        lhs_cs as isize,
+        lhs_rs as isize,
+        rhs,
+        rhs_cs as isize,
+        rhs_rs as isize,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
+}
+
+/// The dropout keep-mask of one (sequence, head) block, scaled by 1/(1-p): the same values
+/// in forward and backward because they come from `seed` and the block index alone.
+fn dropout_block(d: &AttentionDropout, block: usize, out: &mut [f32]) {
+    let mut rng = ChaCha8Rng::seed_from_u64(d.seed);
+    rng.set_stream(block as u64);
+    let threshold = (d.p as f64 * (1u32 << 24) as f64) as u32;
+    let keep = 1.0 / (1.0 - d.p);
+    for o in out.iter_mut() {
+        *o = if (rng.random::<u32>() >> 8) < threshold {
+            0.0
+        } else {
+            keep
+        };
+    }
+}
+
+/// Probabilities of one (sequence, head): `probs = softmax(scale · q kᵀ)` over real keys.
+///
+/// # Safety
+/// `qkv` points at the sequence's `[seq, 3·hidden]` block.
+unsafe fn head_probs(dims: &Dims, qkv: *const f32, head: usize, mask: &[f32], probs: &mut [f32]) {
+    let Dims {
+        seq,
+        hidden,
+        head_dim,
+        ..
+    } = *dims;
+    let q = qkv.add(head * head_dim);
+    let k = qkv.add(hidden + head * head_dim);
+    matmul(
+        (seq, seq, head_dim),
+        probs.as_mut_ptr(),
+        (seq, 1),
+        false,
+        q,
+        (3 * hidden, 1),
+        k,
+        (1, 3 * hidden),
+    );
+    kernels::softmax_in_place(probs, mask, dims.scale());
+}
+
+impl CustomOp2 for Attention {
+    fn name(&self) -> &'static str {
+        "fused-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let qkv = super::fused::slice(s1, l1, self.name())?;
+        let mask = super::fused::slice(s2, l2, self.name())?;
+        let dims = Dims::of(l1, self.heads);
+        let Dims {
+            batch,
+            seq,
+            hidden,
+            heads,
+            head_dim,
+        } = dims;
+        let mut out = vec![0f32; batch * seq * hidden];
+        let dst = SharedMut(out.as_mut_ptr());
+        (0..batch * heads).into_par_iter().for_each_init(
+            || (vec![0f32; seq * seq], vec![0f32; seq * seq]),
+            |(probs, keep), block| {
+                let (b, h) = (block / heads, block % heads);
+                let dst = dst;
+                // SAFETY: offsets stay inside sequence b; this task alone writes head h's
+                // columns of sequence b's output.
+                unsafe {
+                    let qkv = qkv.as_ptr().add(b * seq * 3 * hidden);
+                    head_probs(&dims, qkv, h, &mask[b * seq..(b + 1) * seq], probs);
+                    if let Some(d) = &self.dropout {
+                        dropout_block(d, block, keep);
+                        probs.iter_mut().zip(keep.iter()).for_each(|(p, k)| *p *= k);
+                    }
+                    matmul(
+                        (seq, head_dim, seq),
+                        dst.0.add(b * seq * hidden + h * head_dim),
+                        (hidden, 1),
+                        false,
+                        probs.as_ptr(),
+                        (seq, 1),
+                        qkv.add(2 * hidden + h * head_dim),
+                        (3 * hidden, 1),
+                    );
+                }
+            },
+        );
+        Ok((CpuStorage::F32(out), Shape::from((batch, seq, hidden))))
+    }
+
+    fn bwd(
+        &self,
+        qkv: &Tensor,
+        mask: &Tensor,
+        _ctx: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad_qkv = qkv.apply_op3_no_bwd(
+            mask,
+            &grad.contiguous()?,
+            &AttentionGrad {
+                heads: self.heads,
+                dropout: self.dropout,
+            },
+        )?;
+        Ok((Some(grad_qkv), None))
+    }
+}
+
+struct AttentionGrad {
+    heads: usize,
+    dropout: Option<AttentionDropout>,
+}
+
+impl candle_core::CustomOp3 for AttentionGrad {
+    fn name(&self) -> &'static str {
+        "fused-attention-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let qkv = super::fused::slice(s1, l1, self.name())?;
+        let mask = super::fused::slice(s2, l2, self.name())?;
+        let grad = super::fused::slice(s3, l3, self.name())?;
+        let dims = Dims::of(l1, self.heads);
+        let Dims {
+            batch,
+            seq,
+            hidden,
+            heads,
+            head_dim,
+        } = dims;
+        let mut out = vec![0f32; qkv.len()];
+        let dst = SharedMut(out.as_mut_ptr());
+        let scratch = || {
+            (
+                vec![0f32; seq * seq],
+                vec![0f32; seq * seq],
+                vec![0f32; seq * seq],
+            )
+        };
+        (0..batch * heads).into_par_iter().for_each_init(
+            scratch,
+            |(probs, dropped, dprobs), block| {
+                let (b, h) = (block / heads, block % heads);
+                let dst = dst;
+                let row = 3 * hidden;
+                // SAFETY: as in the forward; this task alone writes head h's q, k and v
+                // columns of sequence b's gradient.
+                unsafe {
+                    let qkv = qkv.as_ptr().add(b * seq * row);
+                    let go = grad.as_ptr().add(b * seq * hidden + h * head_dim);
+                    let out = dst.0.add(b * seq * row);
+                    let (q, k, v) = (
+                        qkv.add(h * head_dim),
+                        qkv.add(hidden + h * head_dim),
+                        qkv.add(2 * hidden + h * head_dim),
+                    );
+                    let (dq, dk, dv) = (
+                        out.add(h * head_dim),
+                        out.add(hidden + h * head_dim),
+                        out.add(2 * hidden + h * head_dim),
+                    );
+                    head_probs(&dims, qkv, h, &mask[b * seq..(b + 1) * seq], probs);
+                    // `dropped` = the probabilities the forward multiplied v by.
+                    match &self.dropout {
+                        Some(d) => {
+                            dropout_block(d, block, dropped);
+                            dropped
+                                .iter_mut()
+                                .zip(probs.iter())
+                                .for_each(|(k, p)| *k *= p);
+                        }
+                        None => dropped.copy_from_slice(probs),
+                    }
+                    // dv = droppedᵀ · dctx
+                    matmul(
+                        (seq, head_dim, seq),
+                        dv,
+                        (row, 1),
+                        false,
+                        dropped.as_ptr(),
+                        (1, seq),
+                        go,
+                        (hidden, 1),
+                    );
+                    // d(dropped) = dctx · vᵀ, then through dropout: reuse the mask stored
+                    // implicitly as dropped / probs.
+                    matmul(
+                        (seq, seq, head_dim),
+                        dprobs.as_mut_ptr(),
+                        (seq, 1),
+                        false,
+                        go,
+                        (hidden, 1),
+                        v,
+                        (1, row),
+                    );
+                    if let Some(d) = &self.dropout {
+                        dropout_block(d, block, dropped);
+                        dprobs
+                            .iter_mut()
+                            .zip(dropped.iter())
+                            .for_each(|(g, k)| *g *= k);
+                    }
+                    // dscores (scaled) into dprobs, in place.
+                    kernels::softmax_grad_in_place(probs, dprobs, seq, dims.scale());
+                    // dq = dscores · k ; dk = dscoresᵀ · q
+                    matmul(
+                        (seq, head_dim, seq),
+                        dq,
+                        (row, 1),
+                        false,
+                        dprobs.as_ptr(),
+                        (seq, 1),
+                        k,
+                        (row, 1),
+                    );
+                    matmul(
+                        (seq, head_dim, seq),
+                        dk,
+                        (row, 1),
+                        false,
+                        dprobs.as_ptr(),
+                        (1, seq),
+                        q,
+                        (row, 1),
+                    );
+                }
+            },
+        );
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
