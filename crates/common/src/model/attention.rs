@@ -85,6 +85,13 @@ struct SharedMut(*mut f32);
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
+impl SharedMut {
+    /// A method, so closures capture the whole (Sync) wrapper rather than the raw field.
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// `dst (m×n) = lhs (m×k) · rhs (k×n)`, or `+=` with `accumulate`; every operand given by a
 /// pointer and (row, column) strides in elements.
 ///
@@ -194,7 +201,6 @@ impl CustomOp2 for Attention {
             || (vec![0f32; seq * seq], vec![0f32; seq * seq]),
             |(probs, keep), block| {
                 let (b, h) = (block / heads, block % heads);
-                let dst = dst;
                 // SAFETY: offsets stay inside sequence b; this task alone writes head h's
                 // columns of sequence b's output.
                 unsafe {
@@ -206,7 +212,7 @@ impl CustomOp2 for Attention {
                     }
                     matmul(
                         (seq, head_dim, seq),
-                        dst.0.add(b * seq * hidden + h * head_dim),
+                        dst.ptr().add(b * seq * hidden + h * head_dim),
                         (hidden, 1),
                         false,
                         probs.as_ptr(),
@@ -282,14 +288,13 @@ impl candle_core::CustomOp3 for AttentionGrad {
             scratch,
             |(probs, dropped, dprobs), block| {
                 let (b, h) = (block / heads, block % heads);
-                let dst = dst;
                 let row = 3 * hidden;
                 // SAFETY: as in the forward; this task alone writes head h's q, k and v
                 // columns of sequence b's gradient.
                 unsafe {
                     let qkv = qkv.as_ptr().add(b * seq * row);
                     let go = grad.as_ptr().add(b * seq * hidden + h * head_dim);
-                    let out = dst.0.add(b * seq * row);
+                    let out = dst.ptr().add(b * seq * row);
                     let (q, k, v) = (
                         qkv.add(h * head_dim),
                         qkv.add(hidden + h * head_dim),
