@@ -225,3 +225,96 @@ fn layer_norm_matches_composition_with_all_three_gradients() {
         assert!(scale > 0.0, "{name} gradient is zero");
     }
 }
+
+#[test]
+fn linear_matches_matmul_plus_bias_with_all_three_gradients() {
+    let x = Var::from_tensor(&random(&[37, 96], 11)).unwrap();
+    let weight = Var::from_tensor(&random(&[160, 96], 12)).unwrap();
+    let bias = Var::from_tensor(&random(&[160], 13)).unwrap();
+    let w = random(&[37, 160], 14);
+
+    let fused_out = fused::linear(x.as_tensor(), weight.as_tensor(), bias.as_tensor()).unwrap();
+    let plain_out = x
+        .as_tensor()
+        .matmul(&weight.as_tensor().t().unwrap())
+        .unwrap()
+        .broadcast_add(bias.as_tensor())
+        .unwrap();
+    assert!(max_abs_diff(&fused_out, &plain_out) < 1e-4);
+
+    let fused_grads = (&fused_out * &w)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let plain_grads = (&plain_out * &w)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    for (name, var) in [("x", &x), ("weight", &weight), ("bias", &bias)] {
+        let d = max_abs_diff(fused_grads.get(var).unwrap(), plain_grads.get(var).unwrap());
+        assert!(d < 1e-3, "{name} gradient differs by {d}");
+    }
+}
+
+#[test]
+fn residual_layer_norm_matches_add_then_norm_with_all_gradients() {
+    let x = Var::from_tensor(&random(&[3, 11, 384], 15)).unwrap();
+    let r = Var::from_tensor(&random(&[3, 11, 384], 16)).unwrap();
+    let gamma = Var::from_tensor(&random(&[384], 17)).unwrap();
+    let beta = Var::from_tensor(&random(&[384], 18)).unwrap();
+    let w = random(&[3, 11, 384], 19);
+    let eps = 1e-12;
+
+    let fused_out = fused::add_layer_norm(
+        x.as_tensor(),
+        r.as_tensor(),
+        gamma.as_tensor(),
+        beta.as_tensor(),
+        eps as f32,
+    )
+    .unwrap();
+    let sum = (x.as_tensor() + r.as_tensor()).unwrap();
+    let plain_out =
+        layer_norm_differentiable(&sum, gamma.as_tensor(), beta.as_tensor(), eps).unwrap();
+    assert!(max_abs_diff(&fused_out, &plain_out) < 1e-5);
+
+    let fused_grads = (&fused_out * &w)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let plain_grads = (&plain_out * &w)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    for (name, var) in [
+        ("x", &x),
+        ("residual", &r),
+        ("weight", &gamma),
+        ("bias", &beta),
+    ] {
+        let a = fused_grads.get(var).unwrap();
+        let b = plain_grads.get(var).unwrap();
+        let scale = b
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let d = max_abs_diff(a, b);
+        assert!(
+            scale > 0.0 && d <= 1e-3 * scale.max(1.0),
+            "{name} gradient differs by {d}"
+        );
+    }
+}

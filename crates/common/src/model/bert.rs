@@ -146,7 +146,7 @@ impl SelfAttention {
             Some(bias) => self.composed_context(xs, bias, mode)?,
         };
         let out = mode.hidden_dropout(&self.output.forward(&ctx)?)?;
-        self.norm.forward(&(out + xs)?, mode)
+        self.norm.forward_residual(&out, xs, mode)
     }
 
     /// q, k and v in one matmul, then the fused attention kernel (CPU f32).
@@ -200,7 +200,7 @@ impl Layer {
         let xs = self.attention.forward(xs, mask, mode)?;
         let h = self.activation.forward(&self.intermediate.forward(&xs)?)?;
         let out = mode.hidden_dropout(&self.output.forward(&h)?)?;
-        self.norm.forward(&(out + xs)?, mode)
+        self.norm.forward_residual(&out, &xs, mode)
     }
 }
 

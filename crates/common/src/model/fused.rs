@@ -26,6 +26,23 @@ pub fn gelu(xs: &Tensor) -> Result<Tensor> {
     xs.contiguous()?.apply_op1(Gelu)
 }
 
+/// `x Wᵀ + b` for `x` `[rows, in]`, `weight` `[out, in]`, `bias` `[out]`: one gemm that
+/// accumulates onto the bias, instead of a matmul and a broadcast add.
+pub fn linear(xs: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let (_, inner) = xs.dims2()?;
+    let (out, w_inner) = weight.dims2()?;
+    if inner != w_inner || bias.dims() != [out] {
+        candle_core::bail!(
+            "linear: input {:?}, weight {:?} and bias {:?} do not fit",
+            xs.dims(),
+            weight.dims(),
+            bias.dims()
+        );
+    }
+    xs.contiguous()?
+        .apply_op3(&weight.contiguous()?, &bias.contiguous()?, LinearOp)
+}
+
 /// LayerNorm over the last dimension.
 pub fn layer_norm(xs: &Tensor, weight: &Tensor, bias: &Tensor, eps: f32) -> Result<Tensor> {
     let width = weight.elem_count();
@@ -40,6 +57,32 @@ pub fn layer_norm(xs: &Tensor, weight: &Tensor, bias: &Tensor, eps: f32) -> Resu
         &bias.contiguous()?,
         LayerNorm { eps },
     )
+}
+
+/// `LayerNorm(xs + residual)` over the last dimension: the residual add of a post-norm
+/// transformer layer, folded into the norm's pass over the rows.
+pub fn add_layer_norm(
+    xs: &Tensor,
+    residual: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f32,
+) -> Result<Tensor> {
+    let width = weight.elem_count();
+    if xs.dims().last() != Some(&width)
+        || residual.dims() != xs.dims()
+        || bias.elem_count() != width
+    {
+        candle_core::bail!(
+            "add_layer_norm: {:?} + {:?} does not fit a weight of {width}",
+            xs.dims(),
+            residual.dims()
+        );
+    }
+    // Weight and bias travel as one [2, width] input (custom ops take at most three).
+    let weight_bias = Tensor::stack(&[weight.flatten_all()?, bias.flatten_all()?], 0)?;
+    xs.contiguous()?
+        .apply_op3(&residual.contiguous()?, &weight_bias, AddLayerNorm { eps })
 }
 
 struct Gelu;
@@ -83,6 +126,79 @@ impl CustomOp2 for GeluGrad {
     }
 }
 
+struct LinearOp;
+
+impl CustomOp3 for LinearOp {
+    fn name(&self) -> &'static str {
+        "fused-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let xs = slice(s1, l1, self.name())?;
+        let weight = slice(s2, l2, self.name())?;
+        let bias = slice(s3, l3, self.name())?;
+        let (rows, inner) = l1.shape().dims2()?;
+        let out_dim = bias.len();
+        let mut out: Vec<f32> = Vec::with_capacity(rows * out_dim);
+        for _ in 0..rows {
+            out.extend_from_slice(bias);
+        }
+        let threads = rayon::current_num_threads();
+        // SAFETY: the extents below are exactly those of the three contiguous buffers.
+        unsafe {
+            gemm::gemm(
+                rows,
+                out_dim,
+                inner,
+                out.as_mut_ptr(),
+                1,
+                out_dim as isize,
+                true,
+                xs.as_ptr(),
+                1,
+                inner as isize,
+                // rhs (inner × out) is weightᵀ: element (k, n) sits at weight[n·inner + k].
+                weight.as_ptr(),
+                inner as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                if threads > 1 {
+                    gemm::Parallelism::Rayon(threads)
+                } else {
+                    gemm::Parallelism::None
+                },
+            );
+        }
+        Ok((CpuStorage::F32(out), Shape::from((rows, out_dim))))
+    }
+
+    fn bwd(
+        &self,
+        xs: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dx = grad.matmul(weight)?;
+        let dw = grad.t()?.matmul(xs)?;
+        let db = grad.sum(0)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
 struct LayerNorm {
     eps: f32,
 }
@@ -105,7 +221,7 @@ impl CustomOp3 for LayerNorm {
         let weight = slice(s2, l2, self.name())?;
         let bias = slice(s3, l3, self.name())?;
         let mut out = vec![0f32; xs.len()];
-        kernels::layer_norm_forward(xs, weight, bias, self.eps, &mut out);
+        kernels::layer_norm_forward(xs, None, weight, bias, self.eps, &mut out);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -129,6 +245,55 @@ impl CustomOp3 for LayerNorm {
         let dw = packed.get(rows)?.reshape(weight.shape())?;
         let db = packed.get(rows + 1)?.reshape(weight.shape())?;
         Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+struct AddLayerNorm {
+    eps: f32,
+}
+
+impl CustomOp3 for AddLayerNorm {
+    fn name(&self) -> &'static str {
+        "fused-add-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let xs = slice(s1, l1, self.name())?;
+        let residual = slice(s2, l2, self.name())?;
+        let (weight, bias) = slice(s3, l3, self.name())?.split_at(l3.dims()[1]);
+        let mut out = vec![0f32; xs.len()];
+        kernels::layer_norm_forward(xs, Some(residual), weight, bias, self.eps, &mut out);
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        xs: &Tensor,
+        residual: &Tensor,
+        weight_bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let sum = (xs + residual)?;
+        let weight = weight_bias.get(0)?;
+        let width = weight.elem_count();
+        let rows = xs.elem_count() / width;
+        let packed = sum.apply_op3_no_bwd(
+            &weight,
+            &grad.contiguous()?,
+            &LayerNormGrad { eps: self.eps },
+        )?;
+        let dx = packed.narrow(0, 0, rows)?.reshape(xs.shape())?;
+        let dwb = packed.narrow(0, rows, 2)?;
+        Ok((Some(dx.clone()), Some(dx), Some(dwb)))
     }
 }
 

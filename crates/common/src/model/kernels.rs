@@ -284,22 +284,51 @@ fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
 }
 
 multiversion! {
-    fn layer_norm_task(xs: &[f32], weight: &[f32], bias: &[f32], eps: f32, out: &mut [f32]) {
+    /// `out = LayerNorm(xs + residual)`, or of `xs` alone without a residual.
+    fn layer_norm_task(
+        xs: &[f32],
+        residual: Option<&[f32]>,
+        weight: &[f32],
+        bias: &[f32],
+        eps: f32,
+        out: &mut [f32],
+    ) {
         let width = weight.len();
-        for (o, x) in out.chunks_exact_mut(width).zip(xs.chunks_exact(width)) {
-            let (mean, rstd) = row_stats(x, eps);
-            for (((o, &x), &w), &b) in o.iter_mut().zip(x).zip(weight).zip(bias) {
-                *o = (x - mean) * rstd * w + b;
+        for (row, (o, x)) in out.chunks_exact_mut(width).zip(xs.chunks_exact(width)).enumerate() {
+            match residual {
+                Some(r) => {
+                    let r = &r[row * width..(row + 1) * width];
+                    for ((o, &x), &r) in o.iter_mut().zip(x).zip(r) {
+                        *o = x + r;
+                    }
+                }
+                None => o.copy_from_slice(x),
+            }
+            let (mean, rstd) = row_stats(o, eps);
+            for ((o, &w), &b) in o.iter_mut().zip(weight).zip(bias) {
+                *o = (*o - mean) * rstd * w + b;
             }
         }
     }
 }
 
-pub fn layer_norm_forward(xs: &[f32], weight: &[f32], bias: &[f32], eps: f32, out: &mut [f32]) {
+/// LayerNorm over rows of `weight.len()`, of `xs + residual` when a residual is given.
+pub fn layer_norm_forward(
+    xs: &[f32],
+    residual: Option<&[f32]>,
+    weight: &[f32],
+    bias: &[f32],
+    eps: f32,
+    out: &mut [f32],
+) {
     let chunk = weight.len() * rows_per_task(weight.len());
     out.par_chunks_mut(chunk)
         .zip(xs.par_chunks(chunk))
-        .for_each(|(o, x)| layer_norm_task(x, weight, bias, eps, o));
+        .enumerate()
+        .for_each(|(task, (o, x))| {
+            let r = residual.map(|r| &r[task * chunk..task * chunk + x.len()]);
+            layer_norm_task(x, r, weight, bias, eps, o)
+        });
 }
 
 multiversion! {

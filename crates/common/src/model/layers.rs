@@ -139,10 +139,11 @@ impl Module for Linear {
         let dims = xs.dims().to_vec();
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let inner = dims[dims.len() - 1];
-        let ys = xs.reshape((rows, inner))?.matmul(&self.weight.t()?)?;
+        let xs = xs.reshape((rows, inner))?;
         let ys = match &self.bias {
-            Some(b) => ys.broadcast_add(b)?,
-            None => ys,
+            Some(b) if super::fused::applies(&xs) => super::fused::linear(&xs, &self.weight, b)?,
+            Some(b) => xs.matmul(&self.weight.t()?)?.broadcast_add(b)?,
+            None => xs.matmul(&self.weight.t()?)?,
         };
         let mut out = dims;
         *out.last_mut().expect("non-empty") = self.weight.dim(0)?;
@@ -167,6 +168,15 @@ impl LayerNorm {
             .get_opt(&format!("{prefix}.bias"))
             .map_or_else(|| w.get(&format!("{prefix}.beta")), Ok)?;
         Ok(LayerNorm { weight, bias, eps })
+    }
+
+    /// `LayerNorm(xs + residual)`.
+    pub fn forward_residual(&self, xs: &Tensor, residual: &Tensor, mode: &Mode) -> Result<Tensor> {
+        if super::fused::applies(xs) {
+            super::fused::add_layer_norm(xs, residual, &self.weight, &self.bias, self.eps as f32)
+        } else {
+            self.forward(&(xs + residual)?, mode)
+        }
     }
 
     pub fn forward(&self, xs: &Tensor, mode: &Mode) -> Result<Tensor> {
