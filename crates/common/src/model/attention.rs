@@ -10,8 +10,6 @@
 //! dropout draws its mask from a seed per call, so both passes see the same mask.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::kernels;
@@ -131,20 +129,10 @@ unsafe fn matmul(
     )
 }
 
-/// The dropout keep-mask of one (sequence, head) block, scaled by 1/(1-p): the same values
-/// in forward and backward because they come from `seed` and the block index alone.
+/// The dropout factors of one (sequence, head) block: the same in forward and backward
+/// because they depend on the seed and the block index alone.
 fn dropout_block(d: &AttentionDropout, block: usize, out: &mut [f32]) {
-    let mut rng = ChaCha8Rng::seed_from_u64(d.seed);
-    rng.set_stream(block as u64);
-    let threshold = (d.p as f64 * (1u32 << 24) as f64) as u32;
-    let keep = 1.0 / (1.0 - d.p);
-    for o in out.iter_mut() {
-        *o = if (rng.random::<u32>() >> 8) < threshold {
-            0.0
-        } else {
-            keep
-        };
-    }
+    kernels::dropout_mask(d.seed, block as u64, d.p, out);
 }
 
 /// Probabilities of one (sequence, head): `probs = softmax(scale · q kᵀ)` over real keys.
@@ -277,16 +265,10 @@ impl candle_core::CustomOp3 for AttentionGrad {
         } = dims;
         let mut out = vec![0f32; qkv.len()];
         let dst = SharedMut(out.as_mut_ptr());
-        let scratch = || {
-            (
-                vec![0f32; seq * seq],
-                vec![0f32; seq * seq],
-                vec![0f32; seq * seq],
-            )
-        };
+        let scratch = || [(); 4].map(|()| vec![0f32; seq * seq]);
         (0..batch * heads).into_par_iter().for_each_init(
             scratch,
-            |(probs, dropped, dprobs), block| {
+            |[probs, keep, dropped, dprobs], block| {
                 let (b, h) = (block / heads, block % heads);
                 let row = 3 * hidden;
                 // SAFETY: as in the forward; this task alone writes head h's q, k and v
@@ -309,11 +291,11 @@ impl candle_core::CustomOp3 for AttentionGrad {
                     // `dropped` = the probabilities the forward multiplied v by.
                     match &self.dropout {
                         Some(d) => {
-                            dropout_block(d, block, dropped);
-                            dropped
-                                .iter_mut()
-                                .zip(probs.iter())
-                                .for_each(|(k, p)| *k *= p);
+                            dropout_block(d, block, keep);
+                            for ((x, p), k) in dropped.iter_mut().zip(probs.iter()).zip(keep.iter())
+                            {
+                                *x = p * k;
+                            }
                         }
                         None => dropped.copy_from_slice(probs),
                     }
@@ -328,8 +310,7 @@ impl candle_core::CustomOp3 for AttentionGrad {
                         go,
                         (hidden, 1),
                     );
-                    // d(dropped) = dctx · vᵀ, then through dropout: reuse the mask stored
-                    // implicitly as dropped / probs.
+                    // d(dropped) = dctx · vᵀ, then back through the dropout factors.
                     matmul(
                         (seq, seq, head_dim),
                         dprobs.as_mut_ptr(),

@@ -194,8 +194,26 @@ impl CustomOp3 for LinearOp {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dx = grad.matmul(weight)?;
         let dw = grad.t()?.matmul(xs)?;
-        let db = grad.sum(0)?;
+        // candle's sum over a non-last dimension walks the matrix with strides; ours streams it.
+        let db = grad.contiguous()?.apply_op1_no_bwd(&ColumnSums)?;
         Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+struct ColumnSums;
+
+impl CustomOp1 for ColumnSums {
+    fn name(&self) -> &'static str {
+        "fused-column-sums"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let xs = slice(s, l, self.name())?;
+        let (_, width) = l.shape().dims2()?;
+        Ok((
+            CpuStorage::F32(kernels::column_sums(xs, width)),
+            Shape::from(width),
+        ))
     }
 }
 

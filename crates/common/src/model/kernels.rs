@@ -392,6 +392,66 @@ pub fn layer_norm_backward(
         })
 }
 
+// ---------------------------------------------------------------------------------------------
+// Dropout masks from a counter-based hash: value i of stream s under seed k depends on (k, s, i)
+// alone, so a mask can be regenerated (attention's backward) or drawn in parallel, and costs a
+// few multiplies per value instead of a stream cipher's block.
+
+#[inline(always)]
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+multiversion! {
+    /// Inverted-dropout factors: 0 with probability `p`, else 1/(1-p).
+    pub fn dropout_mask(seed: u64, stream: u64, p: f32, out: &mut [f32]) {
+        let base = splitmix64(seed ^ splitmix64(stream));
+        // 24 random bits per value are plenty to resolve p.
+        let threshold = (p as f64 * (1u64 << 24) as f64) as u64;
+        let keep = 1.0 / (1.0 - p);
+        for (i, o) in out.iter_mut().enumerate() {
+            let bits = splitmix64(base.wrapping_add(i as u64)) >> 40;
+            *o = if bits < threshold { 0.0 } else { keep };
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Column sums (a bias gradient: the output gradient summed over rows).
+
+multiversion! {
+    fn add_rows_task(rows: &[f32], acc: &mut [f32]) {
+        for row in rows.chunks_exact(acc.len()) {
+            for (a, &x) in acc.iter_mut().zip(row) {
+                *a += x;
+            }
+        }
+    }
+}
+
+/// Sums of the columns of a row-major matrix `width` wide.
+pub fn column_sums(xs: &[f32], width: usize) -> Vec<f32> {
+    let chunk = width * rows_per_task(width).max(64);
+    xs.par_chunks(chunk)
+        .fold(
+            || vec![0f32; width],
+            |mut acc, rows| {
+                add_rows_task(rows, &mut acc);
+                acc
+            },
+        )
+        .reduce(
+            || vec![0f32; width],
+            |mut a, b| {
+                add_rows_task(&b, &mut a);
+                a
+            },
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,6 +481,22 @@ mod tests {
         }
         assert!(worst < 2e-6, "gelu abs error {worst}");
         assert!(worst_grad < 1e-6, "gelu' abs error {worst_grad}");
+    }
+
+    #[test]
+    fn dropout_masks_drop_p_and_depend_on_seed_and_stream_only() {
+        let mut a = vec![0f32; 100_000];
+        let mut b = a.clone();
+        dropout_mask(7, 3, 0.1, &mut a);
+        dropout_mask(7, 3, 0.1, &mut b);
+        assert_eq!(a, b);
+        let dropped = a.iter().filter(|&&x| x == 0.0).count() as f64 / a.len() as f64;
+        assert!((dropped - 0.1).abs() < 0.005, "dropped {dropped}");
+        assert!(a.iter().all(|&x| x == 0.0 || (x - 1.0 / 0.9).abs() < 1e-6));
+        dropout_mask(7, 4, 0.1, &mut b);
+        assert_ne!(a, b);
+        dropout_mask(8, 3, 0.1, &mut b);
+        assert_ne!(a, b);
     }
 
     /// erfc in f64 from its continued fraction / series, good to ~1e-12 on [-8, 8]: enough to

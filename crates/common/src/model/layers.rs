@@ -79,20 +79,10 @@ impl Dropout {
         if p <= 0.0 {
             return Ok(xs.clone());
         }
-        let keep = 1.0 / (1.0 - p);
-        let n = xs.elem_count();
-        // The mask is drawn on the host from our RNG (not the device's) so that it depends on
-        // the seed alone; 24 random bits per value are plenty to resolve p.
-        let threshold = (p as f64 * (1u32 << 24) as f64) as u32;
-        let mask: Vec<f32> = (0..n)
-            .map(|_| {
-                if (self.rng.random::<u32>() >> 8) < threshold {
-                    0.0
-                } else {
-                    keep
-                }
-            })
-            .collect();
+        // The factors are drawn on the host from our seed (not the device's RNG), so they
+        // depend on the seed alone.
+        let mut mask = vec![0f32; xs.elem_count()];
+        super::kernels::dropout_mask(self.rng.random(), 0, p, &mut mask);
         let mask = Tensor::from_vec(mask, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
         xs * mask
     }
