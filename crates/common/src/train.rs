@@ -51,7 +51,8 @@ pub type Grads = Vec<Option<Tensor>>;
 /// The gradients of `vars` in `store`.
 pub fn grads_of(vars: &[(String, Var)], store: &GradStore) -> Grads {
     vars.iter()
-        .map(|(_, v)| store.get(v.as_tensor()).cloned())
+        // Detached, so no gradient can hold on to the graph it came from.
+        .map(|(_, v)| store.get(v.as_tensor()).map(Tensor::detach))
         .collect()
 }
 

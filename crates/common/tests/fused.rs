@@ -255,8 +255,12 @@ fn linear_matches_matmul_plus_bias_with_all_three_gradients() {
         .backward()
         .unwrap();
     for (name, var) in [("x", &x), ("weight", &weight), ("bias", &bias)] {
-        let d = max_abs_diff(fused_grads.get(var).unwrap(), plain_grads.get(var).unwrap());
+        let fused_grad = fused_grads.get(var).unwrap();
+        let d = max_abs_diff(fused_grad, plain_grads.get(var).unwrap());
         assert!(d < 1e-3, "{name} gradient differs by {d}");
+        // A gradient that tracked ops would keep the forward graph alive (a leak per step
+        // once an optimizer folds it into its moments).
+        assert!(!fused_grad.track_op(), "{name} gradient holds a graph");
     }
 }
 

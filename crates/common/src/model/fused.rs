@@ -192,8 +192,12 @@ impl CustomOp3 for LinearOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dx = grad.matmul(weight)?;
-        let dw = grad.t()?.matmul(xs)?;
+        // Detached: a weight is a Var, whose gradient candle stores as computed; one built
+        // from the live activations would keep the step's whole graph alive through the
+        // optimizer's moments.
+        let (xs, weight) = (xs.detach(), weight.detach());
+        let dx = grad.matmul(&weight)?;
+        let dw = grad.t()?.matmul(&xs)?;
         // candle's sum over a non-last dimension walks the matrix with strides; ours streams it.
         let db = grad.contiguous()?.apply_op1_no_bwd(&ColumnSums)?;
         Ok((Some(dx), Some(dw), Some(db)))
