@@ -1,10 +1,10 @@
-//! Fused CPU kernels for the ops that dominate the encoder outside matmul: GELU, the masked
-//! attention softmax and LayerNorm, each with its backward.
+//! Slice kernels for the ops around the encoder's matmuls: GELU, the attention softmax,
+//! (residual +) LayerNorm, bias-gradient column sums and dropout masks, with backwards.
 //!
 //! Composed from candle primitives these ops walk memory several times, allocate an
 //! intermediate per step, and call scalar libm `erff`/`expf` per element (a fifth of inference
 //! time before this module existed). Here each is one pass over rows, split across rayon
-//! threads, with branch-free `exp` and `erf` that the compiler vectorizes; the row functions are
+//! threads (or run inside the caller's task, as attention does), with branch-free `exp` and `erf` that the compiler vectorizes; the row functions are
 //! compiled three times (AVX-512, AVX2+FMA, baseline) and picked at run time, so the binary
 //! stays portable.
 //!
@@ -63,10 +63,10 @@ pub fn simd_level() -> SimdLevel {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;
-            if has!("avx512f") && has!("avx512vl") && has!("avx512dq") {
-                return SimdLevel::Avx512;
-            }
             if has!("avx2") && has!("fma") {
+                if has!("avx512f") && has!("avx512vl") && has!("avx512dq") {
+                    return SimdLevel::Avx512;
+                }
                 return SimdLevel::Avx2;
             }
         }

@@ -1,9 +1,10 @@
 //! Transformer building blocks that work both ways, training and inference.
 //!
-//! On CPU in f32, GELU, the attention softmax and LayerNorm run our fused kernels
-//! ([`super::fused`]), which have a backward. Elsewhere, training composes them from candle
-//! primitives that have one (candle's own fused `layer_norm` and `softmax_last_dim` have none,
-//! so gradients through them would silently vanish) and inference takes candle's fused ops.
+//! On CPU in f32, linear layers, (residual +) LayerNorm, GELU and the attention core run our
+//! fused kernels ([`super::fused`], [`super::attention`]), which have a backward. Elsewhere,
+//! training composes them from candle primitives that have one (candle's own fused
+//! `layer_norm` and `softmax_last_dim` have none, so gradients through them would silently
+//! vanish) and inference takes candle's fused ops.
 //! Dropout is real when training and the identity when inferring.
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
@@ -102,9 +103,7 @@ impl Linear {
             bias: w.get_opt(&format!("{prefix}.bias")),
         })
     }
-}
 
-impl Linear {
     /// One layer computing all of `parts` side by side (e.g. q, k and v in one matmul).
     /// Built per forward pass from the parts' tensors, so gradients reach each part.
     pub fn stack(parts: &[&Linear]) -> Result<Linear> {
