@@ -28,7 +28,10 @@ pub struct Options {
     pub model: PathBuf,
     pub corpus: Corpus,
     pub out_dir: PathBuf,
+    /// At most this many texts per forward pass…
     pub batch_size: usize,
+    /// …and at most this many padded tokens (texts × longest).
+    pub max_batch_tokens: usize,
     /// Chunks per committed part (and per length-sorting window).
     pub part_rows: usize,
     pub device: String,
@@ -111,6 +114,7 @@ pub fn run(opts: &Options) -> Result<Report> {
             "shard_by": opts.shard_by,
             "part_rows": opts.part_rows,
             "batch_size": opts.batch_size,
+            "max_batch_tokens": opts.max_batch_tokens,
         });
         let r = embed_shard(opts, &encoder, shard, &provenance)?;
         report.rows_embedded += if r.skipped { 0 } else { r.rows };
@@ -214,7 +218,7 @@ fn embed_shard(
     let flush = |rows: Vec<ChunkRow>, k: usize| -> Result<()> {
         write_part(
             encoder,
-            opts.batch_size,
+            (opts.batch_size, opts.max_batch_tokens),
             &part_path(&parts_dir, k),
             rows,
             provenance,
@@ -266,13 +270,13 @@ fn embed_shard(
 
 fn write_part(
     encoder: &SentenceEncoder,
-    batch_size: usize,
+    (max_texts, max_tokens): (usize, usize),
     path: &Path,
     rows: Vec<ChunkRow>,
     provenance: &Provenance,
 ) -> Result<()> {
     let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
-    let matrix = encoder.embed(&texts, batch_size)?;
+    let matrix = encoder.embed_within(&texts, max_texts, max_tokens)?;
     let keys: Vec<ChunkKey> = rows
         .into_iter()
         .map(|r| ChunkKey {

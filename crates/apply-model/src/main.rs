@@ -42,9 +42,13 @@ struct Args {
     /// Also write these exports of every shard (repeatable): tsv, npy.
     #[arg(long = "format", value_enum)]
     formats: Vec<Format>,
-    /// Texts per forward pass.
+    /// At most this many texts per forward pass (texts are sorted by length first)…
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// …and at most this many padded tokens (texts × the longest one's tokens), so a batch
+    /// holds many short texts or a few long ones and memory stays bounded.
+    #[arg(long, default_value_t = 8192)]
+    max_batch_tokens: usize,
     /// Chunks per committed part: a killed run redoes at most one part (also the window within
     /// which texts are sorted by length).
     #[arg(long, default_value_t = 4096)]
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
         corpus,
         out_dir: args.out,
         batch_size: args.batch_size.max(1),
+        max_batch_tokens: args.max_batch_tokens.max(1),
         part_rows: args.part_rows.max(1),
         device: args.device,
         shard_by: args.shard_by,

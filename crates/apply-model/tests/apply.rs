@@ -28,6 +28,7 @@ fn options(chunks: &Path, out: &Path) -> Options {
         corpus: Corpus::Chunks(chunks.to_path_buf()),
         out_dir: out.to_path_buf(),
         batch_size: 4,
+        max_batch_tokens: 8192,
         part_rows: 5,
         device: "cpu".into(),
         shard_by: ShardBy::Decade,

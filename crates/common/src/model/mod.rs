@@ -153,11 +153,32 @@ impl SentenceEncoder {
 
     /// As [`Self::embed`], from token ids.
     pub fn embed_ids(&self, ids: &[Vec<u32>], batch_size: usize) -> Result<Vec<f32>> {
+        self.embed_ids_within(ids, batch_size, usize::MAX)
+    }
+
+    /// As [`Self::embed`], with batches of at most `max_texts` texts and `max_tokens` padded
+    /// tokens (texts × longest): many short texts or a few long ones per forward pass.
+    pub fn embed_within(
+        &self,
+        texts: &[&str],
+        max_texts: usize,
+        max_tokens: usize,
+    ) -> Result<Vec<f32>> {
+        let ids = self.tokenizer.encode_batch(texts)?;
+        self.embed_ids_within(&ids, max_texts, max_tokens)
+    }
+
+    fn embed_ids_within(
+        &self,
+        ids: &[Vec<u32>],
+        max_texts: usize,
+        max_tokens: usize,
+    ) -> Result<Vec<f32>> {
         let dim = self.dim();
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
         let mut out = vec![0f32; ids.len() * dim];
-        for group in order.chunks(batch_size.max(1)) {
+        for group in token_budget_batches(&order, ids, max_texts, max_tokens) {
             let seqs: Vec<&[u32]> = group.iter().map(|&i| ids[i].as_slice()).collect();
             let batch = self.pad(&seqs)?;
             let emb = self
@@ -201,6 +222,29 @@ impl SentenceEncoder {
     }
 }
 
+/// Splits `order` (longest text first) into consecutive batches of at most `max_texts` texts
+/// whose padded size (count × first, i.e. longest, length) stays within `max_tokens`; a text
+/// longer than the budget goes alone.
+fn token_budget_batches<'a>(
+    order: &'a [usize],
+    ids: &[Vec<u32>],
+    max_texts: usize,
+    max_tokens: usize,
+) -> Vec<&'a [usize]> {
+    let mut batches = Vec::new();
+    let mut rest = order;
+    while !rest.is_empty() {
+        let longest = ids[rest[0]].len().max(1);
+        let n = (max_tokens / longest)
+            .clamp(1, max_texts.max(1))
+            .min(rest.len());
+        let (batch, tail) = rest.split_at(n);
+        batches.push(batch);
+        rest = tail;
+    }
+    batches
+}
+
 fn build_encoder(folder: &ModelFolder, weights: &Weights) -> Result<BertEncoder> {
     let built = match folder.architecture {
         Architecture::Bert => BertEncoder::load(weights, &folder.config, Positions::FromZero),
@@ -235,5 +279,22 @@ pub fn parse_device(spec: &str) -> Result<Device> {
                 "unknown device {s:?}: use cpu or cuda:N"
             ))),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_budget_batches;
+
+    #[test]
+    fn batches_respect_the_text_and_token_budgets() {
+        let ids: Vec<Vec<u32>> = [100, 90, 10, 10, 10, 5, 300]
+            .iter()
+            .map(|&n| vec![0; n])
+            .collect();
+        let order = [6, 0, 1, 2, 3, 4, 5];
+        let batches = token_budget_batches(&order, &ids, 3, 200);
+        // 300 tokens exceed the budget and go alone; 2 × 100 fit; then three texts at most.
+        assert_eq!(batches, vec![&[6][..], &[0, 1], &[2, 3, 4], &[5]]);
     }
 }
