@@ -223,12 +223,17 @@ fn the_chain_runs_on_slurm_and_a_failure_stops_its_dependants_until_fixed() {
     let keys = embedded_keys(&config.run_dir);
     let unique: std::collections::HashSet<_> = keys.iter().cloned().collect();
     assert_eq!((keys.len(), unique.len()), (rows, rows));
-    let tasks = slurm::cluster::sacct(state["jobs"]["apply-model"].as_str().unwrap()).unwrap();
-    assert_eq!(
-        tasks.iter().filter(|t| *t == "COMPLETED").count(),
-        3,
-        "{tasks:?}"
-    );
+    // The outputs verify as soon as the tasks wrote them; accounting reaches slurmdbd a
+    // little later, so give it a minute.
+    let array = state["jobs"]["apply-model"].as_str().unwrap();
+    let completed = |tasks: &[String]| tasks.iter().filter(|t| *t == "COMPLETED").count();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut tasks = slurm::cluster::sacct(array).unwrap();
+    while completed(&tasks) < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        tasks = slurm::cluster::sacct(array).unwrap();
+    }
+    assert_eq!(completed(&tasks), 3, "{tasks:?}");
     for (d, findings) in slurm::verify_tree(&config.run_dir).unwrap() {
         assert!(findings.is_empty(), "{}: {findings:?}", d.display());
     }
