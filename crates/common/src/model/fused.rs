@@ -1,5 +1,6 @@
-//! candle custom ops over [`super::kernels`]: fused GELU and LayerNorm on CPU f32, each with a
-//! backward so that training and inference run the same kernels (attention has its own file).
+//! candle custom ops over [`super::kernels`] on CPU f32 — linear onto the bias, LayerNorm with
+//! or without the residual add, GELU — each with a backward, so that training and inference
+//! run the same kernels (attention has its own file).
 //! [`super::layers`] decides when they apply; other devices and dtypes take candle's ops.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
