@@ -46,18 +46,8 @@ pub fn linear(xs: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
 
 /// LayerNorm over the last dimension.
 pub fn layer_norm(xs: &Tensor, weight: &Tensor, bias: &Tensor, eps: f32) -> Result<Tensor> {
-    let width = weight.elem_count();
-    if xs.dims().last() != Some(&width) || bias.elem_count() != width {
-        candle_core::bail!(
-            "layer_norm: {:?} does not fit a weight of {width}",
-            xs.dims()
-        );
-    }
-    xs.contiguous()?.apply_op3(
-        &weight.contiguous()?,
-        &bias.contiguous()?,
-        LayerNorm { eps },
-    )
+    let weight_bias = stack_weight_bias(xs, weight, bias)?;
+    xs.contiguous()?.apply_op2(&weight_bias, LayerNorm { eps })
 }
 
 /// `LayerNorm(xs + residual)` over the last dimension: the residual add of a post-norm
@@ -69,21 +59,29 @@ pub fn add_layer_norm(
     bias: &Tensor,
     eps: f32,
 ) -> Result<Tensor> {
-    let width = weight.elem_count();
-    if xs.dims().last() != Some(&width)
-        || residual.dims() != xs.dims()
-        || bias.elem_count() != width
-    {
+    if residual.dims() != xs.dims() {
         candle_core::bail!(
-            "add_layer_norm: {:?} + {:?} does not fit a weight of {width}",
-            xs.dims(),
-            residual.dims()
+            "add_layer_norm: residual {:?} does not fit {:?}",
+            residual.dims(),
+            xs.dims()
         );
     }
-    // Weight and bias travel as one [2, width] input (custom ops take at most three).
-    let weight_bias = Tensor::stack(&[weight.flatten_all()?, bias.flatten_all()?], 0)?;
+    let weight_bias = stack_weight_bias(xs, weight, bias)?;
     xs.contiguous()?
-        .apply_op3(&residual.contiguous()?, &weight_bias, AddLayerNorm { eps })
+        .apply_op3(&residual.contiguous()?, &weight_bias, LayerNorm { eps })
+}
+
+/// Weight and bias as one `[2, width]` input (custom ops take at most three), after checking
+/// that they fit the last dimension of `xs`.
+fn stack_weight_bias(xs: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let width = weight.elem_count();
+    if xs.dims().last() != Some(&width) || bias.elem_count() != width {
+        candle_core::bail!(
+            "layer_norm: {:?} does not fit a weight of {width}",
+            xs.dims()
+        );
+    }
+    Tensor::stack(&[weight.flatten_all()?, bias.flatten_all()?], 0)
 }
 
 struct Gelu;
@@ -222,11 +220,48 @@ impl CustomOp1 for ColumnSums {
     }
 }
 
+/// LayerNorm, as a two-input op `(xs, [weight; bias])` or, with the residual added first, a
+/// three-input op `(xs, residual, [weight; bias])`.
 struct LayerNorm {
     eps: f32,
 }
 
-impl CustomOp3 for LayerNorm {
+impl LayerNorm {
+    fn forward(
+        &self,
+        xs: &[f32],
+        residual: Option<&[f32]>,
+        weight_bias: (&CpuStorage, &Layout),
+        shape: &Shape,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (storage, layout) = weight_bias;
+        let (weight, bias) = slice(storage, layout, "fused-layer-norm")?.split_at(layout.dims()[1]);
+        let mut out = vec![0f32; xs.len()];
+        kernels::layer_norm_forward(xs, residual, weight, bias, self.eps, &mut out);
+        Ok((CpuStorage::F32(out), shape.clone()))
+    }
+
+    /// Gradients of the input (`xs`, or `xs + residual`) and of `[weight; bias]`, from one
+    /// pass that packs them as rows `[dx..., dweight, dbias]`.
+    fn grads(
+        &self,
+        input: &Tensor,
+        weight_bias: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let weight = weight_bias.get(0)?;
+        let rows = input.elem_count() / weight.elem_count();
+        let packed = input.apply_op3_no_bwd(
+            &weight,
+            &grad.contiguous()?,
+            &LayerNormGrad { eps: self.eps },
+        )?;
+        let dx = packed.narrow(0, 0, rows)?.reshape(input.shape())?;
+        Ok((dx, packed.narrow(0, rows, 2)?))
+    }
+}
+
+impl CustomOp2 for LayerNorm {
     fn name(&self) -> &'static str {
         "fused-layer-norm"
     }
@@ -237,45 +272,24 @@ impl CustomOp3 for LayerNorm {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let xs = slice(s1, l1, self.name())?;
-        let weight = slice(s2, l2, self.name())?;
-        let bias = slice(s3, l3, self.name())?;
-        let mut out = vec![0f32; xs.len()];
-        kernels::layer_norm_forward(xs, None, weight, bias, self.eps, &mut out);
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        let xs = slice(s1, l1, CustomOp2::name(self))?;
+        self.forward(xs, None, (s2, l2), l1.shape())
     }
 
     fn bwd(
         &self,
         xs: &Tensor,
-        weight: &Tensor,
-        _bias: &Tensor,
+        weight_bias: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        // One pass yields all three gradients, packed as rows [dx..., dweight, dbias].
-        let width = weight.elem_count();
-        let rows = xs.elem_count() / width;
-        let packed = xs.apply_op3_no_bwd(
-            weight,
-            &grad.contiguous()?,
-            &LayerNormGrad { eps: self.eps },
-        )?;
-        let dx = packed.narrow(0, 0, rows)?.reshape(xs.shape())?;
-        let dw = packed.get(rows)?.reshape(weight.shape())?;
-        let db = packed.get(rows + 1)?.reshape(weight.shape())?;
-        Ok((Some(dx), Some(dw), Some(db)))
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dwb) = self.grads(xs, weight_bias, grad)?;
+        Ok((Some(dx), Some(dwb)))
     }
 }
 
-struct AddLayerNorm {
-    eps: f32,
-}
-
-impl CustomOp3 for AddLayerNorm {
+impl CustomOp3 for LayerNorm {
     fn name(&self) -> &'static str {
         "fused-add-layer-norm"
     }
@@ -289,12 +303,10 @@ impl CustomOp3 for AddLayerNorm {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let xs = slice(s1, l1, self.name())?;
-        let residual = slice(s2, l2, self.name())?;
-        let (weight, bias) = slice(s3, l3, self.name())?.split_at(l3.dims()[1]);
-        let mut out = vec![0f32; xs.len()];
-        kernels::layer_norm_forward(xs, Some(residual), weight, bias, self.eps, &mut out);
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        let name = CustomOp3::name(self);
+        let xs = slice(s1, l1, name)?;
+        let residual = slice(s2, l2, name)?;
+        self.forward(xs, Some(residual), (s3, l3), l1.shape())
     }
 
     fn bwd(
@@ -305,17 +317,7 @@ impl CustomOp3 for AddLayerNorm {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let sum = (xs + residual)?;
-        let weight = weight_bias.get(0)?;
-        let width = weight.elem_count();
-        let rows = xs.elem_count() / width;
-        let packed = sum.apply_op3_no_bwd(
-            &weight,
-            &grad.contiguous()?,
-            &LayerNormGrad { eps: self.eps },
-        )?;
-        let dx = packed.narrow(0, 0, rows)?.reshape(xs.shape())?;
-        let dwb = packed.narrow(0, rows, 2)?;
+        let (dx, dwb) = self.grads(&(xs + residual)?, weight_bias, grad)?;
         Ok((Some(dx.clone()), Some(dx), Some(dwb)))
     }
 }
