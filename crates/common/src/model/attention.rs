@@ -71,6 +71,12 @@ impl Dims {
         }
     }
 
+    /// Where head `head`'s q, k and v columns start within a `[.., 3·hidden]` row.
+    fn qkv_columns(&self, head: usize) -> [usize; 3] {
+        let col = head * self.head_dim;
+        [col, self.hidden + col, 2 * self.hidden + col]
+    }
+
     fn scale(&self) -> f32 {
         1.0 / (self.head_dim as f32).sqrt()
     }
@@ -146,8 +152,7 @@ unsafe fn head_probs(dims: &Dims, qkv: *const f32, head: usize, mask: &[f32], pr
         head_dim,
         ..
     } = *dims;
-    let q = qkv.add(head * head_dim);
-    let k = qkv.add(hidden + head * head_dim);
+    let [q, k, _] = dims.qkv_columns(head).map(|c| qkv.add(c));
     matmul(
         (seq, seq, head_dim),
         probs.as_mut_ptr(),
@@ -205,7 +210,7 @@ impl CustomOp2 for Attention {
                         false,
                         probs.as_ptr(),
                         (seq, 1),
-                        qkv.add(2 * hidden + h * head_dim),
+                        qkv.add(dims.qkv_columns(h)[2]),
                         (3 * hidden, 1),
                     );
                 }
@@ -280,7 +285,7 @@ impl candle_core::CustomOp3 for AttentionGrad {
                     let (q, k, v) = (
                         qkv.add(h * head_dim),
                         qkv.add(hidden + h * head_dim),
-                        qkv.add(2 * hidden + h * head_dim),
+                        qkv.add(dims.qkv_columns(h)[2]),
                     );
                     let (dq, dk, dv) = (
                         out.add(h * head_dim),

@@ -147,8 +147,7 @@ impl SentenceEncoder {
     /// Embeds texts in inference mode: tokenized in parallel, sorted by length so batches carry
     /// little padding, and returned in input order as a row-major `[texts × dim]` f32 matrix.
     pub fn embed(&self, texts: &[&str], batch_size: usize) -> Result<Vec<f32>> {
-        let ids = self.tokenizer.encode_batch(texts)?;
-        self.embed_ids(&ids, batch_size)
+        self.embed_within(texts, batch_size, usize::MAX)
     }
 
     /// As [`Self::embed`], from token ids.
