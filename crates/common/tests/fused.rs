@@ -1,6 +1,7 @@
 //! The fused CPU kernels give the same values and gradients as the candle compositions they
 //! replace (which the other tests check against the reference model).
 
+use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 use common::model::attention::{attention, AttentionDropout};
 use common::model::fused;
@@ -36,10 +37,43 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .unwrap()
 }
 
+/// Gradients of `Σ out ⊙ weights`.
+fn weighted_grads(out: &Tensor, weights: &Tensor) -> GradStore {
+    (out * weights)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap()
+}
+
 /// Gradient of `Σ out ⊙ weights` with respect to `input`.
 fn grad_of(out: &Tensor, weights: &Tensor, input: &Var) -> Tensor {
-    let loss = (out * weights).unwrap().sum_all().unwrap();
-    loss.backward().unwrap().get(input).unwrap().clone()
+    weighted_grads(out, weights).get(input).unwrap().clone()
+}
+
+/// Each named gradient is non-zero and within `tol` of the plain one, relative to the plain
+/// one's largest magnitude when that exceeds 1.
+fn assert_grads_close(fused: &GradStore, plain: &GradStore, vars: &[(&str, &Var, f32)]) {
+    for &(name, var, tol) in vars {
+        let a = fused.get(var).unwrap();
+        let b = plain.get(var).unwrap();
+        let d = max_abs_diff(a, b);
+        let scale = b
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(scale > 0.0, "{name} gradient is zero");
+        assert!(
+            d <= tol * scale.max(1.0),
+            "{name} gradient differs by {d} (scale {scale})"
+        );
+    }
 }
 
 #[test]
@@ -187,43 +221,15 @@ fn layer_norm_matches_composition_with_all_three_gradients() {
         layer_norm_differentiable(x.as_tensor(), gamma.as_tensor(), beta.as_tensor(), eps).unwrap();
     assert!(max_abs_diff(&fused_out, &plain_out) < 1e-5);
 
-    let fused_grads = (&fused_out * &w)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    let plain_grads = (&plain_out * &w)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    for (name, var, tol) in [
-        ("x", &x, 1e-4),
-        ("weight", &gamma, 1e-3),
-        ("bias", &beta, 1e-3),
-    ] {
-        let a = fused_grads.get(var).unwrap();
-        let b = plain_grads.get(var).unwrap();
-        let d = max_abs_diff(a, b);
-        let scale = b
-            .abs()
-            .unwrap()
-            .max_keepdim(0)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(
-            d <= tol * scale.max(1.0),
-            "{name} gradient differs by {d} (scale {scale})"
-        );
-        assert!(scale > 0.0, "{name} gradient is zero");
-    }
+    assert_grads_close(
+        &weighted_grads(&fused_out, &w),
+        &weighted_grads(&plain_out, &w),
+        &[
+            ("x", &x, 1e-4),
+            ("weight", &gamma, 1e-3),
+            ("bias", &beta, 1e-3),
+        ],
+    );
 }
 
 #[test]
@@ -242,18 +248,8 @@ fn linear_matches_matmul_plus_bias_with_all_three_gradients() {
         .unwrap();
     assert!(max_abs_diff(&fused_out, &plain_out) < 1e-4);
 
-    let fused_grads = (&fused_out * &w)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    let plain_grads = (&plain_out * &w)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
+    let fused_grads = weighted_grads(&fused_out, &w);
+    let plain_grads = weighted_grads(&plain_out, &w);
     for (name, var) in [("x", &x), ("weight", &weight), ("bias", &bias)] {
         let fused_grad = fused_grads.get(var).unwrap();
         let d = max_abs_diff(fused_grad, plain_grads.get(var).unwrap());
@@ -286,39 +282,14 @@ fn residual_layer_norm_matches_add_then_norm_with_all_gradients() {
         layer_norm_differentiable(&sum, gamma.as_tensor(), beta.as_tensor(), eps).unwrap();
     assert!(max_abs_diff(&fused_out, &plain_out) < 1e-5);
 
-    let fused_grads = (&fused_out * &w)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    let plain_grads = (&plain_out * &w)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    for (name, var) in [
-        ("x", &x),
-        ("residual", &r),
-        ("weight", &gamma),
-        ("bias", &beta),
-    ] {
-        let a = fused_grads.get(var).unwrap();
-        let b = plain_grads.get(var).unwrap();
-        let scale = b
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let d = max_abs_diff(a, b);
-        assert!(
-            scale > 0.0 && d <= 1e-3 * scale.max(1.0),
-            "{name} gradient differs by {d}"
-        );
-    }
+    assert_grads_close(
+        &weighted_grads(&fused_out, &w),
+        &weighted_grads(&plain_out, &w),
+        &[
+            ("x", &x, 1e-3),
+            ("residual", &r, 1e-3),
+            ("weight", &gamma, 1e-3),
+            ("bias", &beta, 1e-3),
+        ],
+    );
 }
