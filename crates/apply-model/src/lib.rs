@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use common::corpus::Corpus;
-use common::model::{parse_device, SentenceEncoder};
+use common::model::{parse_device, Precision, SentenceEncoder};
 use common::provenance::{sha256_file, Provenance};
 use common::tables::{ChunkKey, ChunkRow, EmbeddingsReader, EmbeddingsWriter};
 use common::{Error, Result};
@@ -35,6 +35,8 @@ pub struct Options {
     /// Chunks per committed part (and per length-sorting window).
     pub part_rows: usize,
     pub device: String,
+    /// What the model computes in (f32 on CPU; bf16/f16 halve the work on GPUs).
+    pub precision: Precision,
     pub shard_by: ShardBy,
     /// (task, tasks): embed only every `tasks`-th shard starting at `task`.
     pub task: Option<(usize, usize)>,
@@ -72,7 +74,13 @@ pub fn run(opts: &Options) -> Result<Report> {
         }
     }
     let device = parse_device(&opts.device)?;
-    let encoder = SentenceEncoder::load(&opts.model, &device)?;
+    if opts.precision != Precision::F32 && device.is_cpu() {
+        tracing::warn!(
+            "{} on CPU runs candle's unfused ops and is slower than f32; it is meant for GPUs",
+            opts.precision
+        );
+    }
+    let encoder = SentenceEncoder::load_with_dtype(&opts.model, &device, opts.precision.dtype())?;
     let model_sha256 = sha256_file(&encoder.folder.weights_path())?;
     let base = opts.corpus.add_to(
         Provenance::new(
@@ -109,6 +117,7 @@ pub fn run(opts: &Options) -> Result<Report> {
             "model_sha256": model_sha256,
             "dim": encoder.dim(),
             "normalized": encoder.normalizes(),
+            "precision": opts.precision,
             "max_seq_length": encoder.tokenizer.max_seq_length(),
             "shard": shard.name,
             "shard_by": opts.shard_by,

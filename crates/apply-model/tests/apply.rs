@@ -9,7 +9,7 @@ use std::process::Command;
 use apply_model::{run, Format, Options, ShardBy};
 use candle_core::Device;
 use common::corpus::Corpus;
-use common::model::{cosine, SentenceEncoder};
+use common::model::{cosine, Precision, SentenceEncoder};
 use common::provenance::Provenance;
 use common::tables::{ChunkKey, ChunkRow, ChunksReader, ChunksWriter, EmbeddingsReader};
 
@@ -31,6 +31,7 @@ fn options(chunks: &Path, out: &Path) -> Options {
         max_batch_tokens: 8192,
         part_rows: 5,
         device: "cpu".into(),
+        precision: Precision::F32,
         shard_by: ShardBy::Decade,
         task: None,
         exports: Vec::new(),
@@ -327,6 +328,12 @@ fn bad_input_is_named_and_leaves_no_output() {
     other.batch_size = 8;
     let e = run(&other).unwrap_err().to_string();
     assert!(e.contains("differs in: batch_size"), "{e}");
+
+    // bf16 embeddings differ from f32 ones: never mixed into one output.
+    let mut half = opts.clone();
+    half.precision = Precision::Bf16;
+    let e = run(&half).unwrap_err().to_string();
+    assert!(e.contains("differs in: precision"), "{e}");
 
     let mut broken = opts.clone();
     broken.model = d.join("nowhere");

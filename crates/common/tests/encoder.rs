@@ -2,7 +2,7 @@
 
 mod support;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use common::model::{cosine, Mode, SentenceEncoder};
 use support::{base_model, max_abs_diff, reference};
 
@@ -76,6 +76,26 @@ fn batch_composition_does_not_change_embeddings() {
         diff < 1e-5,
         "padding leaked into embeddings: max abs diff {diff}"
     );
+}
+
+#[test]
+fn half_precision_inference_tracks_f32() {
+    // candle's unfused ops serve bf16/f16 (the GPU path); on CPU they run too, slowly.
+    let texts = [
+        "hello world",
+        "The senate ratified the treaty after a long debate about tariffs.",
+    ];
+    let f32s = encoder().embed(&texts, 2).unwrap();
+    for dtype in [DType::BF16, DType::F16] {
+        let enc = SentenceEncoder::load_with_dtype(&base_model(), &Device::Cpu, dtype).unwrap();
+        let half = enc.embed(&texts, 2).unwrap();
+        for (i, text) in texts.iter().enumerate() {
+            let row = i * 384..(i + 1) * 384;
+            let cos = cosine(&half[row.clone()], &f32s[row]);
+            eprintln!("{dtype:?} {text:?}: cosine {cos} to f32");
+            assert!(cos > 0.999, "{dtype:?} {text:?}: cosine {cos} to f32");
+        }
+    }
 }
 
 #[test]

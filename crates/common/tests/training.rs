@@ -3,8 +3,8 @@
 
 mod support;
 
-use candle_core::Device;
-use common::model::{Mode, ModelCard, SentenceEncoder};
+use candle_core::{DType, Device};
+use common::model::{cosine, Dropout, Mode, ModelCard, SentenceEncoder};
 use common::train::{clip_grad_norm, grads_of, mnrl_loss, AdamW, AdamWConfig};
 use support::{base_model, max_abs_diff};
 
@@ -86,6 +86,47 @@ fn every_parameter_receives_a_finite_nonzero_gradient() {
         let norm: f32 = g.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!(norm > 0.0, "{name}: zero gradient");
     }
+}
+
+#[test]
+fn bf16_autocast_gives_f32_gradients_close_to_f32_training() {
+    let grads_with = |autocast: DType| {
+        let mut enc = SentenceEncoder::load(&base_model(), &Device::Cpu).unwrap();
+        let vars = enc.make_trainable().unwrap();
+        enc.set_autocast(autocast).unwrap();
+        assert_eq!(enc.compute_dtype(), autocast);
+        // No dropout: both runs must compute the same function up to rounding.
+        let mut mode = Mode::train(Dropout::new(0, 0.0, 0.0));
+        let loss = batch_loss(&enc, &PAIRS[..4], &mut mode);
+        assert_eq!(loss.dtype(), DType::F32, "the loss stays f32");
+        let grads = loss.backward().unwrap();
+        let flat: Vec<Vec<f32>> = vars
+            .iter()
+            .map(|(name, var)| {
+                let g = grads
+                    .get(var.as_tensor())
+                    .unwrap_or_else(|| panic!("{name}: no gradient under {autocast:?}"));
+                assert_eq!(g.dtype(), DType::F32, "{name}: master gradient dtype");
+                g.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            })
+            .collect();
+        (loss.to_scalar::<f32>().unwrap(), flat)
+    };
+    let (loss32, g32) = grads_with(DType::F32);
+    let (loss16, g16) = grads_with(DType::BF16);
+    assert!(
+        (loss32 - loss16).abs() < 0.05 * loss32.abs().max(0.1),
+        "loss f32 {loss32} vs bf16 {loss16}"
+    );
+    for (i, b) in g16.iter().enumerate() {
+        assert!(b.iter().all(|x| x.is_finite()), "tensor {i}: non-finite");
+        assert!(b.iter().any(|&x| x != 0.0), "tensor {i}: zero gradient");
+    }
+    let all32: Vec<f32> = g32.concat();
+    let all16: Vec<f32> = g16.concat();
+    let cos = cosine(&all32, &all16);
+    eprintln!("loss f32 {loss32} bf16 {loss16}; gradient cosine {cos}");
+    assert!(cos > 0.99, "bf16 gradient direction vs f32: cosine {cos}");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use candle_core::Device;
-use common::model::SentenceEncoder;
+use common::model::{Precision, SentenceEncoder};
 use common::tables::ChunksReader;
 use tune_embeddings::data::{Examples, Pair, Source};
 use tune_embeddings::{tokenize, EvalSplit, Loss, Options, Trainer};
@@ -70,6 +70,7 @@ fn main() -> anyhow::Result<()> {
         checkpoint_steps: None,
         stop_after_steps: None,
         device: "cpu".into(),
+        precision: Precision::F32,
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let peak = common::perf::fma_peak_gflops(threads, 1000);

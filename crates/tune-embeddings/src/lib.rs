@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Tensor, Var};
-use common::model::{Dropout, Mode, ModelCard, SentenceEncoder};
+use common::model::{Dropout, Mode, ModelCard, Precision, SentenceEncoder};
 use common::provenance::sha256_file;
 use common::train::{accumulate, clip_grad_norm, grads_of, AdamW, AdamWConfig, Grads};
 use rand::seq::SliceRandom;
@@ -87,6 +87,8 @@ pub struct Options {
     /// Stop after this many steps in this invocation (checkpointed; continue with `resume`).
     pub stop_after_steps: Option<u64>,
     pub device: String,
+    /// What the transformer computes in; the weights and optimizer stay f32 (autocast).
+    pub precision: Precision,
 }
 
 impl Options {
@@ -206,6 +208,13 @@ impl<'a> Trainer<'a> {
     pub fn new(opts: &'a Options, mut encoder: SentenceEncoder) -> Result<Self, Error> {
         encoder.set_max_seq_length(opts.max_seq_length)?;
         let vars = encoder.make_trainable()?;
+        if opts.precision != Precision::F32 && encoder.device().is_cpu() {
+            tracing::warn!(
+                "{} on CPU runs candle's unfused ops and is slower than f32; it is meant for GPUs",
+                opts.precision
+            );
+        }
+        encoder.set_autocast(opts.precision.dtype())?;
         let default = encoder.dropout(0);
         Ok(Trainer {
             opts,
@@ -664,6 +673,9 @@ fn validate(opts: &Options) -> Result<(), Error> {
         if !(0.0..0.9).contains(&f) {
             return bad(format!("eval fraction must be in [0, 0.9), got {f}"));
         }
+    }
+    if opts.precision == Precision::F16 {
+        return bad("f16 training would need loss scaling, which tune-embeddings does not do: use --precision bf16 (GPUs since Ampere) or f32".into());
     }
     if let Some(p) = opts.dropout {
         if !(0.0..1.0).contains(&p) {

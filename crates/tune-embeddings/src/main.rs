@@ -2,6 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
+use common::model::Precision;
 use tune_embeddings::data::Source;
 use tune_embeddings::{format_metrics, run, EvalSplit, Loss, Options};
 
@@ -111,6 +112,10 @@ struct Args {
     /// `cpu`, or `cuda:N` in a build with `--features cuda`.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// What the transformer computes in. bf16 is mixed precision for GPUs: weights, optimizer,
+    /// pooling and loss stay f32. (f16 is refused: it would need loss scaling.)
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: Precision,
 }
 
 fn main() -> ExitCode {
@@ -160,6 +165,7 @@ fn main() -> ExitCode {
         checkpoint_steps: a.checkpoint_steps,
         stop_after_steps: a.stop_after_steps,
         device: a.device,
+        precision: a.precision,
     };
     match run(&opts) {
         Ok(r) => {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::Device;
-use common::model::SentenceEncoder;
+use common::model::{Precision, SentenceEncoder};
 use common::provenance::Provenance;
 use common::schema::{Category, Side};
 use common::tables::{write_pairs, PairRow};
@@ -37,6 +37,7 @@ fn options(train: Source, out: PathBuf) -> Options {
         checkpoint_steps: None,
         stop_after_steps: None,
         device: "cpu".into(),
+        precision: Precision::F32,
     }
 }
 
@@ -414,6 +415,10 @@ fn bad_input_is_refused_before_training() {
     let mut opts = options(Source::Pairs(d.join("small.parquet")), d.join("o5"));
     opts.loss = Loss::CoSent { scale: 20.0 };
     assert!(err(&opts).contains("pick the loss that fits the data"));
+
+    let mut opts = options(Source::Pairs(d.join("small.parquet")), d.join("o6"));
+    opts.precision = Precision::F16;
+    assert!(err(&opts).contains("use --precision bf16"));
 }
 
 #[test]

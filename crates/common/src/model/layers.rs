@@ -231,12 +231,16 @@ pub fn softmax_last_dim(xs: &Tensor, mode: &Mode) -> Result<Tensor> {
     }
 }
 
-/// Softmax from primitives with a backward; the subtracted max is detached, which leaves the
-/// gradient unchanged (softmax is shift-invariant) and keeps exp from overflowing.
+/// Softmax from primitives with a backward, in f32 for stability (as torch's autocast); the
+/// subtracted max is detached, which leaves the gradient unchanged (softmax is
+/// shift-invariant) and keeps exp from overflowing.
 pub fn softmax_differentiable(xs: &Tensor) -> Result<Tensor> {
+    let dtype = xs.dtype();
+    let xs = xs.to_dtype(DType::F32)?;
     let max = xs.max_keepdim(D::Minus1)?.detach();
     let exp = xs.broadcast_sub(&max)?.exp()?;
-    exp.broadcast_div(&exp.sum_keepdim(D::Minus1)?)
+    exp.broadcast_div(&exp.sum_keepdim(D::Minus1)?)?
+        .to_dtype(dtype)
 }
 
 /// The activations BERT-family configs name in `hidden_act`.

@@ -34,7 +34,10 @@ pub struct SentenceEncoder {
     weights: Weights,
     encoder: BertEncoder,
     device: Device,
+    /// The weights' dtype.
     dtype: DType,
+    /// Mixed precision (see [`Self::set_autocast`]).
+    autocast: Option<DType>,
 }
 
 impl SentenceEncoder {
@@ -68,6 +71,7 @@ impl SentenceEncoder {
             encoder,
             device: device.clone(),
             dtype,
+            autocast: None,
         })
     }
 
@@ -77,6 +81,25 @@ impl SentenceEncoder {
 
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// The dtype the transformer computes in: the weights' own, or the autocast one.
+    pub fn compute_dtype(&self) -> DType {
+        self.autocast.unwrap_or(self.dtype)
+    }
+
+    /// Mixed-precision training: the weights stay f32 (the optimizer updates them) and each
+    /// forward pass runs the transformer on a `dtype` copy of them (bf16/f16 for GPUs),
+    /// while pooling, normalization and the loss stay in f32.
+    pub fn set_autocast(&mut self, dtype: DType) -> Result<()> {
+        if self.dtype != DType::F32 {
+            return Err(Error::Invalid(format!(
+                "autocast needs f32 weights, not {:?}",
+                self.dtype
+            )));
+        }
+        self.autocast = (dtype != DType::F32).then_some(dtype);
+        Ok(())
     }
 
     /// Embedding dimension after pooling.
@@ -128,14 +151,31 @@ impl SentenceEncoder {
 
     /// Pads token id sequences into a batch for [`Self::forward`].
     pub fn pad(&self, seqs: &[&[u32]]) -> Result<PaddedBatch> {
-        PaddedBatch::new(seqs, self.tokenizer.pad_id(), self.dtype, &self.device)
+        PaddedBatch::new(
+            seqs,
+            self.tokenizer.pad_id(),
+            self.compute_dtype(),
+            &self.device,
+        )
     }
 
-    /// Sentence embeddings `[batch, dim]` (normalized iff the folder has a Normalize module).
-    /// Differentiable in [`Mode::Train`].
+    /// Sentence embeddings `[batch, dim]` in f32 (normalized iff the folder has a Normalize
+    /// module). Differentiable in [`Mode::Train`].
     pub fn forward(&self, batch: &PaddedBatch, mode: &mut Mode) -> Result<Tensor> {
-        let states = self.encoder.forward(&batch.ids, &batch.mask, mode)?;
-        let pooled = self.folder.pooling.pool(&states, &batch.mask)?;
+        let autocast;
+        let encoder = match self.autocast {
+            Some(dtype) => {
+                // Cast per pass: the optimizer changes the f32 weights between passes.
+                autocast = build_encoder(&self.folder, &self.weights.cast(dtype)?)?;
+                &autocast
+            }
+            None => &self.encoder,
+        };
+        let states = encoder.forward(&batch.ids, &batch.mask, mode)?;
+        // Sums over tokens in f32: bf16 would round them, f16's -1e9 padding score overflows.
+        let states = states.to_dtype(DType::F32)?;
+        let mask = batch.mask.to_dtype(DType::F32)?;
+        let pooled = self.folder.pooling.pool(&states, &mask)?;
         let out = if self.folder.normalize {
             pooling::normalize(&pooled)?
         } else {
@@ -258,6 +298,39 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
     let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
     dot / (na * nb).max(1e-12)
+}
+
+/// The floating-point format the transformer computes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// What sentence-transformers computes in; the only fast format on CPU.
+    #[default]
+    F32,
+    /// bfloat16, for GPUs (Ampere and later): f32's range, 8 bits of mantissa.
+    Bf16,
+    /// float16, for GPUs: more mantissa than bf16 but a range that ends at 65504.
+    F16,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
+        })
+    }
+}
+
+impl Precision {
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::Bf16 => DType::BF16,
+            Precision::F16 => DType::F16,
+        }
+    }
 }
 
 /// Parses `cpu` or `cuda:N` (`cuda` means `cuda:0`).

@@ -66,6 +66,28 @@ impl Weights {
         self.tensors.contains_key(name)
     }
 
+    /// A copy with floating-point tensors cast to `dtype`, for mixed precision: the casts are
+    /// ops of candle's graph, so gradients of a model built from the copy reach these tensors.
+    pub fn cast(&self, dtype: DType) -> Result<Weights> {
+        let tensors = self
+            .tensors
+            .iter()
+            .map(|(name, t)| {
+                let t = if t.dtype().is_float() {
+                    t.to_dtype(dtype)?
+                } else {
+                    t.clone()
+                };
+                Ok((name.clone(), t))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Weights {
+            tensors,
+            file_names: self.file_names.clone(),
+            used: RefCell::default(),
+        })
+    }
+
     /// Names as stored in the file, sorted.
     pub fn file_names(&self) -> Vec<String> {
         self.file_names.values().cloned().collect()
