@@ -67,6 +67,58 @@ pub fn accumulate(acc: &mut Grads, more: Grads) -> Result<()> {
     Ok(())
 }
 
+/// Multiplies every gradient by `factor`.
+pub fn scale_grads(grads: &mut Grads, factor: f64) -> Result<()> {
+    for g in grads.iter_mut() {
+        if let Some(t) = g.take() {
+            *g = Some((t * factor)?);
+        }
+    }
+    Ok(())
+}
+
+/// Dynamic loss scaling for f16 training, as torch's `GradScaler`: the loss is multiplied by
+/// `scale` before back-propagation so small gradients survive f16's range, and the gradients
+/// are divided by it afterwards. A step whose gradients overflowed is skipped and the scale
+/// halved; after `GROWTH_INTERVAL` good steps in a row it doubles.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LossScale {
+    pub scale: f64,
+    good_steps: u64,
+    /// Steps skipped so far (their optimizer update was not applied).
+    pub skipped: u64,
+}
+
+impl Default for LossScale {
+    fn default() -> Self {
+        LossScale {
+            scale: 65536.0,
+            good_steps: 0,
+            skipped: 0,
+        }
+    }
+}
+
+impl LossScale {
+    const GROWTH_INTERVAL: u64 = 2000;
+
+    /// Records whether this step's gradients were finite; returns whether to apply it.
+    pub fn update(&mut self, finite: bool) -> bool {
+        if finite {
+            self.good_steps += 1;
+            if self.good_steps == Self::GROWTH_INTERVAL {
+                self.scale *= 2.0;
+                self.good_steps = 0;
+            }
+        } else {
+            self.scale = (self.scale / 2.0).max(1.0);
+            self.good_steps = 0;
+            self.skipped += 1;
+        }
+        finite
+    }
+}
+
 /// Scales all gradients so their global L2 norm is at most `max_norm`; returns the norm
 /// before clipping (as PyTorch's `clip_grad_norm_`).
 pub fn clip_grad_norm(grads: &mut Grads, max_norm: f64) -> Result<f64> {
@@ -80,12 +132,7 @@ pub fn clip_grad_norm(grads: &mut Grads, max_norm: f64) -> Result<f64> {
     }
     let norm = total.sqrt();
     if norm > max_norm {
-        let factor = max_norm / (norm + 1e-6);
-        for g in grads.iter_mut() {
-            if let Some(t) = g.take() {
-                *g = Some((t * factor)?);
-            }
-        }
+        scale_grads(grads, max_norm / (norm + 1e-6))?;
     }
     Ok(norm)
 }
@@ -212,5 +259,27 @@ impl AdamW {
         }
         self.step = step;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LossScale;
+
+    #[test]
+    fn loss_scale_halves_on_overflow_and_doubles_after_a_run_of_good_steps() {
+        let mut s = LossScale::default();
+        assert!(!s.update(false));
+        assert_eq!((s.scale, s.skipped), (32768.0, 1));
+        for _ in 0..LossScale::GROWTH_INTERVAL - 1 {
+            assert!(s.update(true));
+        }
+        assert_eq!(s.scale, 32768.0);
+        s.update(true);
+        assert_eq!(s.scale, 65536.0);
+        for _ in 0..40 {
+            s.update(false);
+        }
+        assert_eq!(s.scale, 1.0, "never below 1");
     }
 }

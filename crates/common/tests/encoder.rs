@@ -153,3 +153,27 @@ fn dropout_is_real_and_seeded() {
         "training forward must apply dropout"
     );
 }
+
+#[test]
+fn fused_and_composed_paths_drop_the_same_units() {
+    // f64 takes candle's composed ops (the path GPUs take); f32 on CPU the fused kernels.
+    // The same seed must give the same training forward on both.
+    let texts = ["A man is eating food.", "Short"];
+    let forward = |dtype: DType| {
+        let enc = SentenceEncoder::load_with_dtype(&base_model(), &Device::Cpu, dtype).unwrap();
+        let ids = enc.tokenizer.encode_batch(&texts).unwrap();
+        let seqs: Vec<&[u32]> = ids.iter().map(|v| v.as_slice()).collect();
+        let mut mode = Mode::train(common::model::Dropout::new(5, 0.1, 0.1));
+        enc.forward(&enc.pad(&seqs).unwrap(), &mut mode)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    let diff = max_abs_diff(&forward(DType::F32), &forward(DType::F64));
+    assert!(
+        diff < 1e-4,
+        "fused vs composed training forward differ by {diff}"
+    );
+}

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor, Var};
+use common::train::LossScale;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -35,6 +36,16 @@ pub struct State {
     pub best: Option<Best>,
     /// Hash of everything that must not change across a resume (data, model, options).
     pub fingerprint: String,
+    /// f16 training's dynamic loss scale.
+    #[serde(default)]
+    pub loss_scale: Option<LossScale>,
+}
+
+impl State {
+    /// Updates the optimizer applied: steps minus those skipped for overflowing gradients.
+    pub fn optimizer_steps(&self) -> u64 {
+        self.step - self.loss_scale.map_or(0, |s| s.skipped)
+    }
 }
 
 pub fn save_tensors(path: &Path, tensors: Vec<(String, Tensor)>) -> Result<(), Error> {

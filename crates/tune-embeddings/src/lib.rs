@@ -8,6 +8,7 @@ pub mod data;
 pub mod eval;
 pub mod loss;
 
+use std::cell::Cell;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -15,7 +16,9 @@ use std::time::Instant;
 use candle_core::{DType, Tensor, Var};
 use common::model::{Dropout, Mode, ModelCard, Precision, SentenceEncoder};
 use common::provenance::sha256_file;
-use common::train::{accumulate, clip_grad_norm, grads_of, AdamW, AdamWConfig, Grads};
+use common::train::{
+    accumulate, clip_grad_norm, grads_of, scale_grads, AdamW, AdamWConfig, Grads, LossScale,
+};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -201,6 +204,8 @@ pub struct Trainer<'a> {
     pub vars: Vec<(String, Var)>,
     hidden_p: f32,
     attention_p: f32,
+    /// What the loss is multiplied by before back-propagation (f16's loss scaling; else 1).
+    loss_scale: Cell<f64>,
 }
 
 impl<'a> Trainer<'a> {
@@ -222,7 +227,31 @@ impl<'a> Trainer<'a> {
             attention_p: opts.dropout.unwrap_or(default.attention_p),
             encoder,
             vars,
+            loss_scale: Cell::new(1.0),
         })
+    }
+
+    /// Back-propagates `loss × scale` from now on; the gradients returned stay unscaled.
+    pub fn set_loss_scale(&self, scale: f64) {
+        self.loss_scale.set(scale);
+    }
+
+    /// Gradients of `loss` with respect to the parameters, through the scaled loss.
+    fn backward(&self, loss: &Tensor) -> Result<candle_core::backprop::GradStore, Error> {
+        let scale = self.loss_scale.get();
+        Ok(if scale == 1.0 {
+            loss.backward()?
+        } else {
+            (loss * scale)?.backward()?
+        })
+    }
+
+    fn unscale(&self, grads: &mut Grads) -> Result<(), Error> {
+        let scale = self.loss_scale.get();
+        if scale != 1.0 {
+            scale_grads(grads, 1.0 / scale)?;
+        }
+        Ok(())
     }
 
     fn mode(&self, seed: u64) -> Mode {
@@ -260,7 +289,8 @@ impl<'a> Trainer<'a> {
             .opts
             .loss
             .compute(&columns, self.scores(data, batch)?.as_ref())?;
-        let grads = grads_of(&self.vars, &loss.backward()?);
+        let mut grads = grads_of(&self.vars, &self.backward(&loss)?);
+        self.unscale(&mut grads)?;
         Ok((loss.to_dtype(DType::F64)?.to_scalar::<f64>()?, grads))
     }
 
@@ -291,7 +321,7 @@ impl<'a> Trainer<'a> {
             .opts
             .loss
             .compute(&columns, self.scores(data, batch)?.as_ref())?;
-        let rep_grads = loss.backward()?;
+        let rep_grads = self.backward(&loss)?;
         let mut total: Grads = vec![None; self.vars.len()];
         for (c, col) in data.columns.iter().enumerate() {
             let g = rep_grads
@@ -305,6 +335,7 @@ impl<'a> Trainer<'a> {
                 accumulate(&mut total, grads_of(&self.vars, &surrogate.backward()?))?;
             }
         }
+        self.unscale(&mut total)?;
         Ok((loss.to_dtype(DType::F64)?.to_scalar::<f64>()?, total))
     }
 
@@ -406,6 +437,7 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         batch_in_epoch: 0,
         best: None,
         fingerprint: fingerprint.clone(),
+        loss_scale: (opts.precision == Precision::F16).then(LossScale::default),
     };
     if opts.resume && ckpt.join("last/state.json").exists() {
         state = checkpoint::read_state(&ckpt.join("last"))?;
@@ -420,7 +452,7 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
             &checkpoint::load_tensors(&ckpt.join("last/weights.safetensors"), &device)?,
         )?;
         optimizer.load_state(
-            state.step,
+            state.optimizer_steps(),
             &checkpoint::load_tensors(&ckpt.join("last/optimizer.safetensors"), &device)?,
         )?;
         truncate_log(&metrics_log, state.step)?;
@@ -516,6 +548,9 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
             }
             let batch = &batches[state.batch_in_epoch];
             let lr = learning_rate(opts.lr, state.step, warmup, total_steps);
+            if let Some(s) = &state.loss_scale {
+                trainer.set_loss_scale(s.scale);
+            }
             let (loss, mut grads) = match opts.mini_batch_size {
                 Some(m) if m < batch.len() => {
                     trainer.batch_grads_cached(&train, batch, state.step, m)?
@@ -523,7 +558,19 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
                 _ => trainer.batch_grads(&train, batch, state.step)?,
             };
             let grad_norm = clip_grad_norm(&mut grads, opts.max_grad_norm)?;
-            optimizer.step(&grads, lr)?;
+            let apply = match &mut state.loss_scale {
+                Some(s) => s.update(grad_norm.is_finite()),
+                None => true,
+            };
+            if apply {
+                optimizer.step(&grads, lr)?;
+            } else {
+                tracing::debug!(
+                    "step {}: f16 gradients overflowed; update skipped, loss scale now {}",
+                    state.step + 1,
+                    state.loss_scale.map_or(1.0, |s| s.scale)
+                );
+            }
             state.step += 1;
             state.batch_in_epoch += 1;
             steps_here += 1;
@@ -532,7 +579,7 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
             let rate = trained_pairs as f64 / start.elapsed().as_secs_f64().max(1e-9);
             log_line(
                 &metrics_log,
-                serde_json::json!({"kind": "train", "step": state.step, "epoch": state.epoch, "loss": loss, "lr": lr, "grad_norm": grad_norm, "pairs_per_second": rate}),
+                serde_json::json!({"kind": "train", "step": state.step, "epoch": state.epoch, "loss": loss, "lr": lr, "grad_norm": grad_norm, "loss_scale": state.loss_scale.map(|s| s.scale), "applied": apply, "pairs_per_second": rate}),
             )?;
             bar.set_position(state.step);
             bar.set_message(format!(
@@ -673,9 +720,6 @@ fn validate(opts: &Options) -> Result<(), Error> {
         if !(0.0..0.9).contains(&f) {
             return bad(format!("eval fraction must be in [0, 0.9), got {f}"));
         }
-    }
-    if opts.precision == Precision::F16 {
-        return bad("f16 training would need loss scaling, which tune-embeddings does not do: use --precision bf16 (GPUs since Ampere) or f32".into());
     }
     if let Some(p) = opts.dropout {
         if !(0.0..1.0).contains(&p) {

@@ -112,8 +112,9 @@ struct Args {
     /// `cpu`, or `cuda:N` in a build with `--features cuda`.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// What the transformer computes in. bf16 is mixed precision for GPUs: weights, optimizer,
-    /// pooling and loss stay f32. (f16 is refused: it would need loss scaling.)
+    /// What the transformer computes in. bf16 and f16 are mixed precision for GPUs: weights,
+    /// optimizer, pooling and loss stay f32; f16 adds dynamic loss scaling (steps whose
+    /// gradients overflow are skipped, as torch's GradScaler does).
     #[arg(long, value_enum, default_value = "f32")]
     precision: Precision,
 }

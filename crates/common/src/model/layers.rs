@@ -35,7 +35,7 @@ impl Mode {
     pub fn hidden_dropout(&mut self, xs: &Tensor) -> Result<Tensor> {
         match self {
             Mode::Infer => Ok(xs.clone()),
-            Mode::Train(d) => d.apply(xs, d.hidden_p),
+            Mode::Train(d) => d.apply(xs, d.hidden_p, xs.elem_count()),
         }
     }
 
@@ -51,11 +51,16 @@ impl Mode {
         }
     }
 
-    /// Dropout with the attention-probability probability.
+    /// Dropout with the attention-probability probability on `[batch, heads, seq, seq]`
+    /// probabilities, with the masks the fused kernel draws (one stream per sequence and head),
+    /// so a seed gives the same training run on every device.
     pub fn attention_dropout(&mut self, xs: &Tensor) -> Result<Tensor> {
         match self {
             Mode::Infer => Ok(xs.clone()),
-            Mode::Train(d) => d.apply(xs, d.attention_p),
+            Mode::Train(d) => {
+                let (_, _, queries, keys) = xs.dims4()?;
+                d.apply(xs, d.attention_p, queries * keys)
+            }
         }
     }
 }
@@ -76,14 +81,19 @@ impl Dropout {
         }
     }
 
-    fn apply(&mut self, xs: &Tensor, p: f32) -> Result<Tensor> {
+    /// Dropout of `xs` whose mask is drawn in consecutive blocks of `block` values, block i
+    /// from stream i of one seed.
+    fn apply(&mut self, xs: &Tensor, p: f32, block: usize) -> Result<Tensor> {
         if p <= 0.0 {
             return Ok(xs.clone());
         }
         // The factors are drawn on the host from our seed (not the device's RNG), so they
         // depend on the seed alone.
+        let seed = self.rng.random();
         let mut mask = vec![0f32; xs.elem_count()];
-        super::kernels::dropout_mask(self.rng.random(), 0, p, &mut mask);
+        for (stream, part) in mask.chunks_mut(block.max(1)).enumerate() {
+            super::kernels::dropout_mask(seed, stream as u64, p, part);
+        }
         let mask = Tensor::from_vec(mask, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
         xs * mask
     }
