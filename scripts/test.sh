@@ -35,6 +35,10 @@ cargo fmt --all --check
 echo "==> cargo clippy" >&2
 cargo clippy --workspace --all-targets --release -- -D warnings
 
+# No GPU here: the CUDA build is compiled and linted, not run (NVIDIA's compiler from PyPI).
+echo "==> --features cuda compiles" >&2
+bash scripts/check-cuda.sh
+
 echo "==> cargo test" >&2
 log=$(mktemp)
 trap 'rm -f "$log"; bash scripts/slurm-down.sh >/dev/null 2>&1 || true' EXIT
