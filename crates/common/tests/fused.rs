@@ -261,6 +261,38 @@ fn linear_matches_matmul_plus_bias_with_all_three_gradients() {
 }
 
 #[test]
+fn pretransposed_linear_matches_matmul_plus_bias_with_all_three_gradients() {
+    // A narrowing layer (in > out), the case apply-model stores transposed.
+    let x = Var::from_tensor(&random(&[37, 160], 21)).unwrap();
+    let weight_t = Var::from_tensor(&random(&[160, 96], 22)).unwrap();
+    let bias = Var::from_tensor(&random(&[96], 23)).unwrap();
+    let w = random(&[37, 96], 24);
+
+    let fused_out =
+        fused::linear_pretransposed(x.as_tensor(), weight_t.as_tensor(), bias.as_tensor()).unwrap();
+    let plain_out = x
+        .as_tensor()
+        .matmul(weight_t.as_tensor())
+        .unwrap()
+        .broadcast_add(bias.as_tensor())
+        .unwrap();
+    assert!(max_abs_diff(&fused_out, &plain_out) < 1e-4);
+    let untransposed = weight_t.as_tensor().t().unwrap().contiguous().unwrap();
+    let d = max_abs_diff(
+        &fused_out,
+        &fused::linear(x.as_tensor(), &untransposed, bias.as_tensor()).unwrap(),
+    );
+    assert!(d < 1e-5, "the two layouts differ by {d}");
+
+    let fused_grads = weighted_grads(&fused_out, &w);
+    let plain_grads = weighted_grads(&plain_out, &w);
+    for (name, var) in [("x", &x), ("weight_t", &weight_t), ("bias", &bias)] {
+        let d = max_abs_diff(fused_grads.get(var).unwrap(), plain_grads.get(var).unwrap());
+        assert!(d < 1e-3, "{name} gradient differs by {d}");
+    }
+}
+
+#[test]
 fn residual_layer_norm_matches_add_then_norm_with_all_gradients() {
     let x = Var::from_tensor(&random(&[3, 11, 384], 15)).unwrap();
     let r = Var::from_tensor(&random(&[3, 11, 384], 16)).unwrap();

@@ -40,8 +40,31 @@ pub fn linear(xs: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
             bias.dims()
         );
     }
-    xs.contiguous()?
-        .apply_op3(&weight.contiguous()?, &bias.contiguous()?, LinearOp)
+    xs.contiguous()?.apply_op3(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        LinearOp { transposed: false },
+    )
+}
+
+/// The same with the weight stored transposed, `[in, out]`: for a layer that narrows (in >
+/// out, BERT's FFN output) gemm runs ~10 % faster from that layout than from HF's.
+pub fn linear_pretransposed(xs: &Tensor, weight_t: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let (_, inner) = xs.dims2()?;
+    let (w_inner, out) = weight_t.dims2()?;
+    if inner != w_inner || bias.dims() != [out] {
+        candle_core::bail!(
+            "linear: input {:?}, transposed weight {:?} and bias {:?} do not fit",
+            xs.dims(),
+            weight_t.dims(),
+            bias.dims()
+        );
+    }
+    xs.contiguous()?.apply_op3(
+        &weight_t.contiguous()?,
+        &bias.contiguous()?,
+        LinearOp { transposed: true },
+    )
 }
 
 /// LayerNorm over the last dimension.
@@ -125,7 +148,10 @@ impl CustomOp2 for GeluGrad {
     }
 }
 
-struct LinearOp;
+struct LinearOp {
+    /// The weight is `[in, out]` rather than HF's `[out, in]`.
+    transposed: bool,
+}
 
 impl CustomOp3 for LinearOp {
     fn name(&self) -> &'static str {
@@ -146,6 +172,13 @@ impl CustomOp3 for LinearOp {
         let bias = slice(s3, l3, self.name())?;
         let (rows, inner) = l1.shape().dims2()?;
         let out_dim = bias.len();
+        // rhs (inner × out) is weightᵀ: element (k, n) sits at weight[n·inner + k], or at
+        // weight[k·out + n] when stored transposed.
+        let (rhs_cs, rhs_rs) = if self.transposed {
+            (1, out_dim as isize)
+        } else {
+            (inner as isize, 1)
+        };
         let mut out: Vec<f32> = Vec::with_capacity(rows * out_dim);
         for _ in 0..rows {
             out.extend_from_slice(bias);
@@ -164,10 +197,9 @@ impl CustomOp3 for LinearOp {
                 xs.as_ptr(),
                 1,
                 inner as isize,
-                // rhs (inner × out) is weightᵀ: element (k, n) sits at weight[n·inner + k].
                 weight.as_ptr(),
-                inner as isize,
-                1,
+                rhs_cs,
+                rhs_rs,
                 1.0,
                 1.0,
                 false,
@@ -195,8 +227,11 @@ impl CustomOp3 for LinearOp {
         // from the live activations would keep the step's whole graph alive through the
         // optimizer's moments.
         let (xs, weight) = (xs.detach(), weight.detach());
-        let dx = grad.matmul(&weight)?;
-        let dw = grad.t()?.matmul(&xs)?;
+        let (dx, dw) = if self.transposed {
+            (grad.matmul(&weight.t()?)?, xs.t()?.matmul(grad)?)
+        } else {
+            (grad.matmul(&weight)?, grad.t()?.matmul(&xs)?)
+        };
         // candle's sum over a non-last dimension walks the matrix with strides; ours streams it.
         let db = grad.contiguous()?.apply_op1_no_bwd(&ColumnSums)?;
         Ok((Some(dx), Some(dw), Some(db)))

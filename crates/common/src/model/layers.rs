@@ -104,13 +104,22 @@ impl Dropout {
 pub struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
+    /// A `[in, out]` copy for the fused kernel, kept for narrowing layers of models that are
+    /// not trained (a trained weight would leave the copy stale).
+    weight_t: Option<Tensor>,
 }
 
 impl Linear {
     pub fn load(w: &Weights, prefix: &str) -> Result<Self> {
+        let weight = w.get(&format!("{prefix}.weight"))?;
+        let (out, inner) = weight.dims2()?;
+        let weight_t = (!w.is_trainable() && inner > out && super::fused::applies(&weight))
+            .then(|| weight.t()?.contiguous())
+            .transpose()?;
         Ok(Linear {
-            weight: w.get(&format!("{prefix}.weight"))?,
+            weight,
             bias: w.get_opt(&format!("{prefix}.bias")),
+            weight_t,
         })
     }
 
@@ -129,6 +138,7 @@ impl Linear {
         Ok(Linear {
             weight: Tensor::cat(&weights, 0)?,
             bias,
+            weight_t: None,
         })
     }
 }
@@ -140,7 +150,10 @@ impl Module for Linear {
         let inner = dims[dims.len() - 1];
         let xs = xs.reshape((rows, inner))?;
         let ys = match &self.bias {
-            Some(b) if super::fused::applies(&xs) => super::fused::linear(&xs, &self.weight, b)?,
+            Some(b) if super::fused::applies(&xs) => match &self.weight_t {
+                Some(wt) => super::fused::linear_pretransposed(&xs, wt, b)?,
+                None => super::fused::linear(&xs, &self.weight, b)?,
+            },
             Some(b) => xs.matmul(&self.weight.t()?)?.broadcast_add(b)?,
             None => xs.matmul(&self.weight.t()?)?,
         };

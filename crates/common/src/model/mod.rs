@@ -216,19 +216,41 @@ impl SentenceEncoder {
         let dim = self.dim();
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
-        let mut out = vec![0f32; ids.len() * dim];
-        for group in token_budget_batches(&order, ids, max_texts, max_tokens) {
+        let cores = if self.device.is_cpu() {
+            rayon::current_num_threads()
+        } else {
+            1
+        };
+        // With a batch per core, a few large batches would leave cores idle at the end:
+        // cut the work into at least four batches per core.
+        let total: usize = ids.iter().map(|s| s.len()).sum();
+        let max_tokens = max_tokens.min(total.div_ceil(4 * cores).max(1));
+        let batches = token_budget_batches(&order, ids, max_texts, max_tokens);
+        let embed_batch = |group: &[usize]| -> Result<Vec<f32>> {
             let seqs: Vec<&[u32]> = group.iter().map(|&i| ids[i].as_slice()).collect();
             let batch = self.pad(&seqs)?;
-            let emb = self
+            Ok(self
                 .forward(&batch, &mut Mode::Infer)?
                 .to_dtype(DType::F32)?
                 .to_device(&Device::Cpu)?
                 .flatten_all()?
-                .to_vec1::<f32>()?;
+                .to_vec1::<f32>()?)
+        };
+        let mut out = vec![0f32; ids.len() * dim];
+        let mut place = |group: &[usize], emb: &[f32]| {
             for (row, &i) in group.iter().enumerate() {
                 out[i * dim..(i + 1) * dim].copy_from_slice(&emb[row * dim..(row + 1) * dim]);
             }
+        };
+        let cores = cores.min(batches.len());
+        if cores < 2 {
+            for group in batches {
+                place(group, &embed_batch(group)?);
+            }
+            return Ok(out);
+        }
+        for (k, emb) in batch_per_core(cores, batches.len(), |k| embed_batch(batches[k]))? {
+            place(batches[k], &emb);
         }
         Ok(out)
     }
@@ -259,6 +281,48 @@ impl SentenceEncoder {
         }
         Ok(())
     }
+}
+
+/// Runs `work(0..jobs)` on `cores` threads that each take the next job and run it alone, with
+/// a one-thread rayon pool so the kernels inside do not split it further. On CPU this beats
+/// splitting every matmul and kernel of one batch across cores: a forward pass is ~100 ops,
+/// each of which would end in a barrier, and one-core matmuls skip the partitioning.
+fn batch_per_core<T: Send>(
+    cores: usize,
+    jobs: usize,
+    work: impl Fn(usize) -> Result<T> + Sync,
+) -> Result<Vec<(usize, T)>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let worker = || -> Result<Vec<(usize, T)>> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .map_err(|e| Error::Invalid(format!("cannot start a worker thread: {e}")))?;
+        pool.install(|| {
+            let mut done = Vec::new();
+            loop {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if k >= jobs {
+                    return Ok(done);
+                }
+                match work(k) {
+                    Ok(v) => done.push((k, v)),
+                    Err(e) => {
+                        next.store(jobs, std::sync::atomic::Ordering::Relaxed); // stop the others
+                        return Err(e);
+                    }
+                }
+            }
+        })
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..cores).map(|_| s.spawn(worker)).collect();
+        let mut all = Vec::with_capacity(jobs);
+        for h in handles {
+            all.extend(h.join().expect("embedding worker panicked")?);
+        }
+        Ok(all)
+    })
 }
 
 /// Splits `order` (longest text first) into consecutive batches of at most `max_texts` texts
@@ -356,7 +420,27 @@ pub fn parse_device(spec: &str) -> Result<Device> {
 
 #[cfg(test)]
 mod tests {
-    use super::token_budget_batches;
+    use super::{batch_per_core, token_budget_batches};
+    use crate::error::Error;
+
+    #[test]
+    fn batch_per_core_runs_every_job_once_on_one_thread_pools_and_stops_on_error() {
+        let done = batch_per_core(2, 50, |k| Ok((k * 3, rayon::current_num_threads()))).unwrap();
+        let mut jobs: Vec<usize> = done.iter().map(|(k, _)| *k).collect();
+        jobs.sort_unstable();
+        assert_eq!(jobs, (0..50).collect::<Vec<_>>());
+        assert!(done
+            .iter()
+            .all(|&(k, (v, threads))| v == k * 3 && threads == 1));
+        let failed = batch_per_core(2, 50, |k| {
+            if k == 7 {
+                Err(Error::Invalid("job 7".into()))
+            } else {
+                Ok(k)
+            }
+        });
+        assert!(matches!(failed, Err(Error::Invalid(m)) if m == "job 7"));
+    }
 
     #[test]
     fn batches_respect_the_text_and_token_budgets() {

@@ -4,9 +4,9 @@
 //! `roberta.`), and saved back under exactly the names they were loaded with, buffers and the
 //! unused pooler included, so the saved file is a drop-in replacement for the base model's.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::Mutex;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 
@@ -18,7 +18,9 @@ pub struct Weights {
     /// Canonical name → name in the file.
     file_names: BTreeMap<String, String>,
     /// Canonical names the model read; these are the trainable parameters.
-    used: RefCell<BTreeSet<String>>,
+    used: Mutex<BTreeSet<String>>,
+    /// Whether the read tensors are [`Var`]s an optimizer may change.
+    trainable: bool,
 }
 
 const PREFIXES: [&str; 3] = ["bert.", "roberta.", "model."];
@@ -47,7 +49,8 @@ impl Weights {
         Ok(Weights {
             tensors,
             file_names,
-            used: RefCell::default(),
+            used: Mutex::default(),
+            trainable: false,
         })
     }
 
@@ -58,8 +61,15 @@ impl Weights {
 
     pub fn get_opt(&self, name: &str) -> Option<Tensor> {
         let t = self.tensors.get(name)?.clone();
-        self.used.borrow_mut().insert(name.to_string());
+        self.used
+            .lock()
+            .expect("not poisoned")
+            .insert(name.to_string());
         Some(t)
+    }
+
+    pub fn is_trainable(&self) -> bool {
+        self.trainable
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -84,7 +94,8 @@ impl Weights {
         Ok(Weights {
             tensors,
             file_names: self.file_names.clone(),
-            used: RefCell::default(),
+            used: Mutex::default(),
+            trainable: self.trainable,
         })
     }
 
@@ -97,7 +108,7 @@ impl Weights {
     /// returns them by name. A model built from these weights afterwards is trainable, and
     /// updating a var updates it.
     pub fn make_trainable(&mut self) -> Result<Vec<(String, Var)>> {
-        let used = self.used.borrow().clone();
+        let used = self.used.lock().expect("not poisoned").clone();
         let mut vars = Vec::with_capacity(used.len());
         for name in used {
             let t = &self.tensors[&name];
@@ -108,6 +119,7 @@ impl Weights {
             self.tensors.insert(name.clone(), var.as_tensor().clone());
             vars.push((name, var));
         }
+        self.trainable = true;
         Ok(vars)
     }
 
