@@ -223,8 +223,12 @@ impl SentenceEncoder {
         };
         // With a batch per core, a few large batches would leave cores idle at the end:
         // cut the work into at least four batches per core.
-        let total: usize = ids.iter().map(|s| s.len()).sum();
-        let max_tokens = max_tokens.min(total.div_ceil(4 * cores).max(1));
+        let max_tokens = if cores > 1 {
+            let total: usize = ids.iter().map(|s| s.len()).sum();
+            max_tokens.min(total.div_ceil(4 * cores).max(1))
+        } else {
+            max_tokens
+        };
         let batches = token_budget_batches(&order, ids, max_texts, max_tokens);
         let embed_batch = |group: &[usize]| -> Result<Vec<f32>> {
             let seqs: Vec<&[u32]> = group.iter().map(|&i| ids[i].as_slice()).collect();
@@ -285,7 +289,7 @@ impl SentenceEncoder {
 
 /// One single-thread rayon pool per thread of the global pool, started once: long-lived
 /// threads keep their allocator heaps, so memory freed by one call is reused by the next
-/// (fresh threads per call grew the process by ~5 MB per call).
+/// rather than left behind in the heaps of exited threads.
 fn core_pools() -> Result<&'static [rayon::ThreadPool]> {
     static POOLS: std::sync::OnceLock<Vec<rayon::ThreadPool>> = std::sync::OnceLock::new();
     if let Some(pools) = POOLS.get() {
