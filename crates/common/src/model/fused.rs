@@ -30,41 +30,34 @@ pub fn gelu(xs: &Tensor) -> Result<Tensor> {
 /// `x Wᵀ + b` for `x` `[rows, in]`, `weight` `[out, in]`, `bias` `[out]`: one gemm that
 /// accumulates onto the bias, instead of a matmul and a broadcast add.
 pub fn linear(xs: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    let (_, inner) = xs.dims2()?;
-    let (out, w_inner) = weight.dims2()?;
-    if inner != w_inner || bias.dims() != [out] {
-        candle_core::bail!(
-            "linear: input {:?}, weight {:?} and bias {:?} do not fit",
-            xs.dims(),
-            weight.dims(),
-            bias.dims()
-        );
-    }
-    xs.contiguous()?.apply_op3(
-        &weight.contiguous()?,
-        &bias.contiguous()?,
-        LinearOp { transposed: false },
-    )
+    apply_linear(xs, weight, bias, LinearOp { transposed: false })
 }
 
 /// The same with the weight stored transposed, `[in, out]`: for a layer that narrows (in >
 /// out, BERT's FFN output) gemm runs ~10 % faster from that layout than from HF's.
 pub fn linear_pretransposed(xs: &Tensor, weight_t: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    apply_linear(xs, weight_t, bias, LinearOp { transposed: true })
+}
+
+fn apply_linear(xs: &Tensor, weight: &Tensor, bias: &Tensor, op: LinearOp) -> Result<Tensor> {
     let (_, inner) = xs.dims2()?;
-    let (w_inner, out) = weight_t.dims2()?;
+    let (rows, cols) = weight.dims2()?;
+    let (out, w_inner) = if op.transposed {
+        (cols, rows)
+    } else {
+        (rows, cols)
+    };
     if inner != w_inner || bias.dims() != [out] {
         candle_core::bail!(
-            "linear: input {:?}, transposed weight {:?} and bias {:?} do not fit",
+            "linear: input {:?}, weight {:?} (transposed: {}) and bias {:?} do not fit",
             xs.dims(),
-            weight_t.dims(),
+            weight.dims(),
+            op.transposed,
             bias.dims()
         );
     }
-    xs.contiguous()?.apply_op3(
-        &weight_t.contiguous()?,
-        &bias.contiguous()?,
-        LinearOp { transposed: true },
-    )
+    xs.contiguous()?
+        .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)
 }
 
 /// LayerNorm over the last dimension.
