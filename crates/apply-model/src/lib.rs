@@ -35,7 +35,7 @@ pub struct Options {
     /// Chunks per committed part (and per length-sorting window).
     pub part_rows: usize,
     pub device: String,
-    /// What the model computes in (f32 on CPU; bf16/f16 halve the work on GPUs).
+    /// What the model computes in (f32 on CPU; bf16/f16 for GPUs).
     pub precision: Precision,
     pub shard_by: ShardBy,
     /// (task, tasks): embed only every `tasks`-th shard starting at `task`.
@@ -74,12 +74,6 @@ pub fn run(opts: &Options) -> Result<Report> {
         }
     }
     let device = parse_device(&opts.device)?;
-    if opts.precision != Precision::F32 && device.is_cpu() {
-        tracing::warn!(
-            "{} on CPU runs candle's unfused ops and is slower than f32; it is meant for GPUs",
-            opts.precision
-        );
-    }
     let encoder = SentenceEncoder::load_with_dtype(&opts.model, &device, opts.precision.dtype())?;
     let model_sha256 = sha256_file(&encoder.folder.weights_path())?;
     let base = opts.corpus.add_to(

@@ -57,8 +57,9 @@ struct Args {
     /// `cpu`, or `cuda:N` in a build with `--features cuda`.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// What the model computes in: f32 (CPU), or bf16/f16 on GPUs (about twice as fast there,
-    /// embeddings within ~1e-2 of f32's). Output is f32 either way.
+    /// What the model computes in: f32 (CPU), or bf16/f16 on GPUs, whose half-precision units
+    /// are faster (cosine to f32's embeddings: 0.9999 in bf16 on the tests). Output is f32
+    /// either way.
     #[arg(long, value_enum, default_value = "f32")]
     precision: Precision,
     /// Print the names of all shards (one per line; outputs are NAME.parquet) and exit.

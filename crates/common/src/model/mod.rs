@@ -47,6 +47,7 @@ impl SentenceEncoder {
     }
 
     pub fn load_with_dtype(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        warn_if_slow(dtype, device);
         let folder = ModelFolder::load(dir)?;
         let weights = Weights::load(&folder.weights_path(), device, dtype)?;
         let encoder = build_encoder(&folder, &weights)?;
@@ -98,6 +99,7 @@ impl SentenceEncoder {
                 self.dtype
             )));
         }
+        warn_if_slow(dtype, &self.device);
         self.autocast = (dtype != DType::F32).then_some(dtype);
         Ok(())
     }
@@ -284,6 +286,15 @@ impl SentenceEncoder {
             std::fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))?;
         }
         Ok(())
+    }
+}
+
+/// Half precision on CPU takes candle's generic ops, not the fused f32 kernels.
+fn warn_if_slow(dtype: DType, device: &Device) {
+    if dtype != DType::F32 && device.is_cpu() {
+        tracing::warn!(
+            "{dtype:?} on CPU runs candle's unfused ops and is slower than f32; it is meant for GPUs"
+        );
     }
 }
 
