@@ -84,11 +84,11 @@ fn main() -> anyhow::Result<()> {
     );
 
     let batch: Vec<usize> = (0..BATCH).collect();
-    trainer.batch_grads(&data, &batch, 0)?; // warm-up
+    trainer.batch_grads(&data, &batch, 0, 1.0)?; // warm-up
     let start = Instant::now();
     for s in 1..=steps {
         let batch: Vec<usize> = (s * BATCH..(s + 1) * BATCH).collect();
-        trainer.batch_grads(&data, &batch, s as u64)?;
+        trainer.batch_grads(&data, &batch, s as u64, 1.0)?;
     }
     let secs = start.elapsed().as_secs_f64();
     // Measured on both sides of the timed steps, so a burst of other load cannot lower it.

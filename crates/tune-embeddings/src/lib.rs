@@ -8,7 +8,6 @@ pub mod data;
 pub mod eval;
 pub mod loss;
 
-use std::cell::Cell;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -186,6 +185,23 @@ pub fn learning_rate(base: f64, step: u64, warmup: u64, total: u64) -> f64 {
     }
 }
 
+/// Gradients of `loss × scale` (f16's loss scaling; a scale of 1 is the plain loss).
+fn scaled_backward(loss: &Tensor, scale: f64) -> Result<candle_core::backprop::GradStore, Error> {
+    Ok(if scale == 1.0 {
+        loss.backward()?
+    } else {
+        (loss * scale)?.backward()?
+    })
+}
+
+/// Undoes [`scaled_backward`]'s scale on the gradients.
+fn unscale(grads: &mut Grads, scale: f64) -> Result<(), Error> {
+    if scale != 1.0 {
+        scale_grads(grads, 1.0 / scale)?;
+    }
+    Ok(())
+}
+
 /// The seed of one forward pass's dropout: a function of the step and the piece of the batch,
 /// so a resumed run and GradCache's second pass draw the same masks.
 fn dropout_seed(seed: u64, step: u64, column: usize, chunk: usize) -> u64 {
@@ -204,8 +220,6 @@ pub struct Trainer<'a> {
     pub vars: Vec<(String, Var)>,
     hidden_p: f32,
     attention_p: f32,
-    /// What the loss is multiplied by before back-propagation (f16's loss scaling; else 1).
-    loss_scale: Cell<f64>,
 }
 
 impl<'a> Trainer<'a> {
@@ -213,12 +227,6 @@ impl<'a> Trainer<'a> {
     pub fn new(opts: &'a Options, mut encoder: SentenceEncoder) -> Result<Self, Error> {
         encoder.set_max_seq_length(opts.max_seq_length)?;
         let vars = encoder.make_trainable()?;
-        if opts.precision != Precision::F32 && encoder.device().is_cpu() {
-            tracing::warn!(
-                "{} on CPU runs candle's unfused ops and is slower than f32; it is meant for GPUs",
-                opts.precision
-            );
-        }
         encoder.set_autocast(opts.precision.dtype())?;
         let default = encoder.dropout(0);
         Ok(Trainer {
@@ -227,31 +235,7 @@ impl<'a> Trainer<'a> {
             attention_p: opts.dropout.unwrap_or(default.attention_p),
             encoder,
             vars,
-            loss_scale: Cell::new(1.0),
         })
-    }
-
-    /// Back-propagates `loss × scale` from now on; the gradients returned stay unscaled.
-    pub fn set_loss_scale(&self, scale: f64) {
-        self.loss_scale.set(scale);
-    }
-
-    /// Gradients of `loss` with respect to the parameters, through the scaled loss.
-    fn backward(&self, loss: &Tensor) -> Result<candle_core::backprop::GradStore, Error> {
-        let scale = self.loss_scale.get();
-        Ok(if scale == 1.0 {
-            loss.backward()?
-        } else {
-            (loss * scale)?.backward()?
-        })
-    }
-
-    fn unscale(&self, grads: &mut Grads) -> Result<(), Error> {
-        let scale = self.loss_scale.get();
-        if scale != 1.0 {
-            scale_grads(grads, 1.0 / scale)?;
-        }
-        Ok(())
     }
 
     fn mode(&self, seed: u64) -> Mode {
@@ -274,11 +258,14 @@ impl<'a> Trainer<'a> {
     }
 
     /// Loss and gradients of one batch, in one pass.
+    /// `loss_scale` multiplies the loss before back-propagation (f16's loss scaling; 1
+    /// otherwise); the gradients returned are unscaled.
     pub fn batch_grads(
         &self,
         data: &Tokenized,
         batch: &[usize],
         step: u64,
+        loss_scale: f64,
     ) -> Result<(f64, Grads), Error> {
         let mut columns = Vec::with_capacity(data.columns.len());
         for (c, col) in data.columns.iter().enumerate() {
@@ -289,8 +276,8 @@ impl<'a> Trainer<'a> {
             .opts
             .loss
             .compute(&columns, self.scores(data, batch)?.as_ref())?;
-        let mut grads = grads_of(&self.vars, &self.backward(&loss)?);
-        self.unscale(&mut grads)?;
+        let mut grads = grads_of(&self.vars, &scaled_backward(&loss, loss_scale)?);
+        unscale(&mut grads, loss_scale)?;
         Ok((loss.to_dtype(DType::F64)?.to_scalar::<f64>()?, grads))
     }
 
@@ -303,6 +290,7 @@ impl<'a> Trainer<'a> {
         batch: &[usize],
         step: u64,
         mini: usize,
+        loss_scale: f64,
     ) -> Result<(f64, Grads), Error> {
         let mut leaves: Vec<Var> = Vec::with_capacity(data.columns.len());
         for (c, col) in data.columns.iter().enumerate() {
@@ -321,7 +309,7 @@ impl<'a> Trainer<'a> {
             .opts
             .loss
             .compute(&columns, self.scores(data, batch)?.as_ref())?;
-        let rep_grads = self.backward(&loss)?;
+        let rep_grads = scaled_backward(&loss, loss_scale)?;
         let mut total: Grads = vec![None; self.vars.len()];
         for (c, col) in data.columns.iter().enumerate() {
             let g = rep_grads
@@ -335,7 +323,7 @@ impl<'a> Trainer<'a> {
                 accumulate(&mut total, grads_of(&self.vars, &surrogate.backward()?))?;
             }
         }
-        self.unscale(&mut total)?;
+        unscale(&mut total, loss_scale)?;
         Ok((loss.to_dtype(DType::F64)?.to_scalar::<f64>()?, total))
     }
 
@@ -548,14 +536,12 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
             }
             let batch = &batches[state.batch_in_epoch];
             let lr = learning_rate(opts.lr, state.step, warmup, total_steps);
-            if let Some(s) = &state.loss_scale {
-                trainer.set_loss_scale(s.scale);
-            }
+            let scale = state.loss_scale.map_or(1.0, |s| s.scale);
             let (loss, mut grads) = match opts.mini_batch_size {
                 Some(m) if m < batch.len() => {
-                    trainer.batch_grads_cached(&train, batch, state.step, m)?
+                    trainer.batch_grads_cached(&train, batch, state.step, m, scale)?
                 }
-                _ => trainer.batch_grads(&train, batch, state.step)?,
+                _ => trainer.batch_grads(&train, batch, state.step, scale)?,
             };
             let grad_norm = clip_grad_norm(&mut grads, opts.max_grad_norm)?;
             let apply = match &mut state.loss_scale {

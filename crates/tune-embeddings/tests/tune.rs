@@ -149,8 +149,10 @@ fn gradcache_gives_the_same_loss_and_gradients() {
         let data = tokenize(&trainer.encoder, &examples, &(0..8).collect::<Vec<_>>()).unwrap();
         assert_eq!(data.columns.len(), 3, "hard negatives are used");
         let batch: Vec<usize> = (0..8).collect();
-        let (plain_loss, plain) = trainer.batch_grads(&data, &batch, 0).unwrap();
-        let (cached_loss, cached) = trainer.batch_grads_cached(&data, &batch, 0, 3).unwrap();
+        let (plain_loss, plain) = trainer.batch_grads(&data, &batch, 0, 1.0).unwrap();
+        let (cached_loss, cached) = trainer
+            .batch_grads_cached(&data, &batch, 0, 3, 1.0)
+            .unwrap();
         assert!(
             (plain_loss - cached_loss).abs() < 1e-5,
             "{loss:?}: loss {plain_loss} vs {cached_loss}"
