@@ -8,7 +8,8 @@
 
 pub use mimalloc::MiMalloc;
 
-/// `mi_option_purge_delay` in mimalloc 2's option enum.
+/// `mi_option_purge_delay` in mimalloc's option enum (the same index in v2 and v3; the crate
+/// builds v3).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Call first thing in `main`: freed memory stays with the process for reuse.

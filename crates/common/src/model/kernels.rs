@@ -89,16 +89,33 @@ fn exp(x: f32) -> f32 {
     let t = x * std::f32::consts::LOG2_E + ROUND;
     let n = t - ROUND;
     // Cody–Waite: ln 2 split in two so r = x - n·ln 2 keeps its precision.
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let r = n.mul_add(2.121_944_4e-4, n.mul_add(-0.693_359_4, x));
     let r2 = r * r;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5;
-    let er = p * r2 + r + 1.0;
+    let p = horner(
+        r,
+        &[
+            1.987_569_1e-4,
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            0.5,
+        ],
+    );
+    let er = p.mul_add(r2, r + 1.0);
     let bits = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
     let scale = f32::from_bits(((bits + 127) << 23) as u32);
     er * scale
+}
+
+/// The polynomial with `coefficients` (highest degree first) at `x`, in fused multiply-adds:
+/// where the kernels are compiled with FMA (see `multiversion!`) each step is one instruction
+/// instead of two; the baseline build, for CPUs without FMA (before 2013), calls libm for it.
+#[inline(always)]
+fn horner(x: f32, coefficients: &[f32]) -> f32 {
+    coefficients[1..]
+        .iter()
+        .fold(coefficients[0], |acc, &c| acc.mul_add(x, c))
 }
 
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
@@ -110,9 +127,16 @@ const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 fn erfc_abs_scaled(x: f32) -> (f32, f32) {
     let z = x.abs() * FRAC_1_SQRT_2;
     let t = 1.0 / (1.0 + 0.327_591_1 * z);
-    let poly = ((((1.061_405_4 * t - 1.453_152_1) * t + 1.421_413_7) * t - 0.284_496_72) * t
-        + 0.254_829_6)
-        * t;
+    let poly = horner(
+        t,
+        &[
+            1.061_405_4,
+            -1.453_152_1,
+            1.421_413_7,
+            -0.284_496_72,
+            0.254_829_6,
+        ],
+    ) * t;
     let gauss = exp(-z * z);
     (poly * gauss, gauss)
 }
@@ -149,7 +173,7 @@ fn sum(xs: &[f32]) -> f32 {
             acc[l] += c[l];
         }
     }
-    acc.iter().sum::<f32>() + tail.iter().sum::<f32>()
+    tree(acc, |a, b| a + b) + tail.iter().sum::<f32>()
 }
 
 #[inline(always)]
@@ -168,7 +192,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
             acc[l] += x[l] * y[l];
         }
     }
-    acc.iter().sum::<f32>() + tail
+    tree(acc, |a, b| a + b) + tail
 }
 
 #[inline(always)]
@@ -181,9 +205,21 @@ fn max(xs: &[f32]) -> f32 {
             acc[l] = acc[l].max(c[l]);
         }
     }
-    tail.iter()
-        .chain(&acc)
-        .fold(f32::NEG_INFINITY, |m, &x| m.max(x))
+    tail.iter().fold(tree(acc, f32::max), |m, &x| m.max(x))
+}
+
+/// Reduces the lanes pairwise (halves, quarters, ...), which compiles to a few shuffles
+/// instead of a chain of sixteen dependent scalar ops; a short row pays that chain per row.
+#[inline(always)]
+fn tree(mut acc: [f32; LANES], op: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut width = LANES / 2;
+    while width > 0 {
+        for l in 0..width {
+            acc[l] = op(acc[l], acc[l + width]);
+        }
+        width /= 2;
+    }
+    acc[0]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -228,18 +264,26 @@ multiversion! {
     /// `mask` is non-zero; the others get exactly 0. Every row needs one real key.
     pub fn softmax_in_place(rows: &mut [f32], mask: &[f32], scale: f32) {
         let keys = mask.len();
+        // Each row is worked on in a buffer of whole vectors: at sentence lengths a row is
+        // one or two vectors, and a scalar tail running exp cost as much as the vectors.
+        let padded = keys.next_multiple_of(LANES);
+        let mut keep = vec![0f32; padded];
+        for (k, &m) in keep.iter_mut().zip(mask) {
+            *k = if m != 0.0 { 1.0 } else { 0.0 };
+        }
+        let mut buf = vec![f32::NEG_INFINITY; padded];
         for row in rows.chunks_exact_mut(keys) {
-            for (x, &m) in row.iter_mut().zip(mask) {
-                *x = if m != 0.0 { *x * scale } else { f32::NEG_INFINITY };
+            for ((b, &x), &k) in buf.iter_mut().zip(row.iter()).zip(&keep) {
+                *b = if k != 0.0 { x * scale } else { f32::NEG_INFINITY };
             }
-            let top = max(row);
-            for (x, &m) in row.iter_mut().zip(mask) {
-                // exp clamps its argument, so padding is zeroed explicitly.
-                *x = if m != 0.0 { exp(*x - top) } else { 0.0 };
+            let top = max(&buf);
+            // exp clamps its argument, so padding is zeroed by its factor.
+            for (b, &k) in buf.iter_mut().zip(&keep) {
+                *b = exp(*b - top) * k;
             }
-            let inv = 1.0 / sum(row);
-            for x in row.iter_mut() {
-                *x *= inv;
+            let inv = 1.0 / sum(&buf);
+            for (x, &b) in row.iter_mut().zip(&buf) {
+                *x = b * inv;
             }
         }
     }
