@@ -3,9 +3,11 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
-use common::model::attention::{attention, AttentionDropout};
+use common::model::attention::{attention, attention_packed, AttentionDropout};
 use common::model::fused;
-use common::model::layers::{layer_norm_differentiable, softmax_differentiable};
+use common::model::layers::{
+    layer_norm_differentiable, softmax_differentiable, Mode, Packing,
+};
 
 fn random(shape: &[usize], seed: u64) -> Tensor {
     // Deterministic values in [-3, 3] without a tensor RNG (whose stream candle may change).
@@ -149,6 +151,45 @@ fn fused_attention_matches_composition_with_gradient() {
         &grad_of(&plain_out, &w, &qkv),
     );
     assert!(d < 1e-4, "gradient differs by {d}");
+}
+
+#[test]
+fn packed_attention_matches_the_padded_batch_on_every_token() {
+    let (b, t, heads, hidden) = (3, 21, 4, 64);
+    let qkv = random(&[b, t, 3 * hidden], 5);
+    let mask = mask_of(&[21, 13, 1], t);
+    let packing = Packing::for_inference(&mask, &Mode::Infer)
+        .unwrap()
+        .expect("a batch with padding packs");
+    assert_eq!(packing.lengths, [21, 13, 1]);
+    let packed_qkv = packing.pack(&qkv).unwrap();
+    assert_eq!(packed_qkv.dims(), [35, 3 * hidden]);
+
+    let packed = attention_packed(&packed_qkv, &packing.lengths, heads).unwrap();
+    let padded = attention(&qkv, &mask, heads, None).unwrap();
+    // Padding rows come back as zeros; the padded kernel computed something there.
+    let real = mask.unsqueeze(2).unwrap();
+    let d = max_abs_diff(
+        &packing.unpack(&packed).unwrap(),
+        &padded.broadcast_mul(&real).unwrap(),
+    );
+    // Summed over 13 keys instead of 21 with zeros: the same up to rounding.
+    assert!(d < 1e-5, "packed context differs by {d}");
+    assert_eq!(
+        packing.unpack(&packing.pack(&qkv).unwrap()).unwrap().dims(),
+        qkv.dims()
+    );
+}
+
+#[test]
+fn packing_is_for_padded_inference_only() {
+    let train = Mode::train(common::model::layers::Dropout::new(1, 0.1, 0.1));
+    assert!(Packing::for_inference(&mask_of(&[3, 2], 3), &train)
+        .unwrap()
+        .is_none());
+    assert!(Packing::for_inference(&mask_of(&[3, 3], 3), &Mode::Infer)
+        .unwrap()
+        .is_none());
 }
 
 #[test]

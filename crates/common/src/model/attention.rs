@@ -9,7 +9,7 @@
 //! recomputes the probabilities instead of storing them (as flash attention does), and
 //! dropout draws its mask from a seed per call, so both passes see the same mask.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::kernels;
@@ -43,28 +43,54 @@ pub fn attention(
         .apply_op2(&mask.contiguous()?, Attention { heads, dropout })
 }
 
+/// Inference over sequences packed back to back without padding: `qkv` `[tokens, 3·hidden]`
+/// holds sequences of `lengths` tokens one after the other. Returns the context
+/// `[tokens, hidden]`. No dropout and no backward: training batches stay padded.
+pub fn attention_packed(qkv: &Tensor, lengths: &[usize], heads: usize) -> Result<Tensor> {
+    let (tokens, three_h) = qkv.dims2()?;
+    if !three_h.is_multiple_of(3 * heads) || lengths.iter().sum::<usize>() != tokens {
+        candle_core::bail!(
+            "attention: qkv {:?} does not fit {heads} heads and sequences of {lengths:?} tokens",
+            qkv.dims()
+        );
+    }
+    qkv.contiguous()?.apply_op1_no_bwd(&PackedAttention {
+        heads,
+        lengths: lengths.to_vec(),
+    })
+}
+
 struct Attention {
     heads: usize,
     dropout: Option<AttentionDropout>,
 }
 
+struct PackedAttention {
+    heads: usize,
+    lengths: Vec<usize>,
+}
+
+/// One sequence of a call: its first row, its rows, and which of them are tokens (1) or
+/// padding (0).
+struct Span<'a> {
+    start: usize,
+    len: usize,
+    mask: &'a [f32],
+}
+
 /// Shapes of one call.
 #[derive(Clone, Copy)]
 struct Dims {
-    batch: usize,
-    seq: usize,
     hidden: usize,
     heads: usize,
     head_dim: usize,
 }
 
 impl Dims {
-    fn of(qkv: &Layout, heads: usize) -> Self {
-        let d = qkv.dims();
-        let hidden = d[2] / 3;
+    /// From the width of a `[.., 3·hidden]` row.
+    fn of(qkv_row: usize, heads: usize) -> Self {
+        let hidden = qkv_row / 3;
         Dims {
-            batch: d[0],
-            seq: d[1],
             hidden,
             heads,
             head_dim: hidden / heads,
@@ -144,14 +170,12 @@ fn dropout_block(d: &AttentionDropout, block: usize, out: &mut [f32]) {
 /// Probabilities of one (sequence, head): `probs = softmax(scale · q kᵀ)` over real keys.
 ///
 /// # Safety
-/// `qkv` points at the sequence's `[seq, 3·hidden]` block.
-unsafe fn head_probs(dims: &Dims, qkv: *const f32, head: usize, mask: &[f32], probs: &mut [f32]) {
+/// `qkv` points at the sequence's `[span.len, 3·hidden]` block.
+unsafe fn head_probs(dims: &Dims, qkv: *const f32, head: usize, span: &Span, probs: &mut [f32]) {
     let Dims {
-        seq,
-        hidden,
-        head_dim,
-        ..
+        hidden, head_dim, ..
     } = *dims;
+    let seq = span.len;
     let [q, k, _] = dims.qkv_columns(head).map(|c| qkv.add(c));
     matmul(
         (seq, seq, head_dim),
@@ -163,7 +187,93 @@ unsafe fn head_probs(dims: &Dims, qkv: *const f32, head: usize, mask: &[f32], pr
         k,
         (1, 3 * hidden),
     );
-    kernels::softmax_in_place(probs, mask, dims.scale());
+    kernels::softmax_in_place(probs, span.mask, dims.scale());
+}
+
+/// The context `[rows, hidden]` of the sequences in `spans`, one task per (sequence, head).
+fn context(
+    qkv: &[f32],
+    dims: Dims,
+    spans: &[Span],
+    dropout: Option<&AttentionDropout>,
+) -> Vec<f32> {
+    let Dims {
+        hidden,
+        heads,
+        head_dim,
+    } = dims;
+    let mut out = vec![0f32; qkv.len() / 3];
+    let dst = SharedMut(out.as_mut_ptr());
+    (0..spans.len() * heads).into_par_iter().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(probs, keep): &mut (Vec<f32>, Vec<f32>), block| {
+            let (span, h) = (&spans[block / heads], block % heads);
+            let seq = span.len;
+            probs.resize(seq * seq, 0.0);
+            let probs = &mut probs[..seq * seq];
+            // SAFETY: offsets stay inside the span; this task alone writes head h's columns
+            // of the span's output.
+            unsafe {
+                let qkv = qkv.as_ptr().add(span.start * 3 * hidden);
+                head_probs(&dims, qkv, h, span, probs);
+                if let Some(d) = dropout {
+                    keep.resize(seq * seq, 0.0);
+                    dropout_block(d, block, &mut keep[..seq * seq]);
+                    probs.iter_mut().zip(keep.iter()).for_each(|(p, k)| *p *= k);
+                }
+                matmul(
+                    (seq, head_dim, seq),
+                    dst.ptr().add(span.start * hidden + h * head_dim),
+                    (hidden, 1),
+                    false,
+                    probs.as_ptr(),
+                    (seq, 1),
+                    qkv.add(dims.qkv_columns(h)[2]),
+                    (3 * hidden, 1),
+                );
+            }
+        },
+    );
+    out
+}
+
+/// A padded batch's sequences: sequence b at row b·seq, `seq` rows, masked.
+fn padded_spans(mask: &[f32], batch: usize, seq: usize) -> Vec<Span<'_>> {
+    (0..batch)
+        .map(|b| Span {
+            start: b * seq,
+            len: seq,
+            mask: &mask[b * seq..(b + 1) * seq],
+        })
+        .collect()
+}
+
+impl CustomOp1 for PackedAttention {
+    fn name(&self) -> &'static str {
+        "fused-attention-packed"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let qkv = super::fused::slice(s, l, self.name())?;
+        let (tokens, three_h) = l.shape().dims2()?;
+        let dims = Dims::of(three_h, self.heads);
+        let ones = vec![1f32; self.lengths.iter().copied().max().unwrap_or(0)];
+        let spans: Vec<Span> = self
+            .lengths
+            .iter()
+            .scan(0, |start, &len| {
+                let span = Span {
+                    start: *start,
+                    len,
+                    mask: &ones[..len],
+                };
+                *start += len;
+                Some(span)
+            })
+            .collect();
+        let out = context(qkv, dims, &spans, None);
+        Ok((CpuStorage::F32(out), Shape::from((tokens, dims.hidden))))
+    }
 }
 
 impl CustomOp2 for Attention {
@@ -180,43 +290,11 @@ impl CustomOp2 for Attention {
     ) -> Result<(CpuStorage, Shape)> {
         let qkv = super::fused::slice(s1, l1, self.name())?;
         let mask = super::fused::slice(s2, l2, self.name())?;
-        let dims = Dims::of(l1, self.heads);
-        let Dims {
-            batch,
-            seq,
-            hidden,
-            heads,
-            head_dim,
-        } = dims;
-        let mut out = vec![0f32; batch * seq * hidden];
-        let dst = SharedMut(out.as_mut_ptr());
-        (0..batch * heads).into_par_iter().for_each_init(
-            || (vec![0f32; seq * seq], vec![0f32; seq * seq]),
-            |(probs, keep), block| {
-                let (b, h) = (block / heads, block % heads);
-                // SAFETY: offsets stay inside sequence b; this task alone writes head h's
-                // columns of sequence b's output.
-                unsafe {
-                    let qkv = qkv.as_ptr().add(b * seq * 3 * hidden);
-                    head_probs(&dims, qkv, h, &mask[b * seq..(b + 1) * seq], probs);
-                    if let Some(d) = &self.dropout {
-                        dropout_block(d, block, keep);
-                        probs.iter_mut().zip(keep.iter()).for_each(|(p, k)| *p *= k);
-                    }
-                    matmul(
-                        (seq, head_dim, seq),
-                        dst.ptr().add(b * seq * hidden + h * head_dim),
-                        (hidden, 1),
-                        false,
-                        probs.as_ptr(),
-                        (seq, 1),
-                        qkv.add(dims.qkv_columns(h)[2]),
-                        (3 * hidden, 1),
-                    );
-                }
-            },
-        );
-        Ok((CpuStorage::F32(out), Shape::from((batch, seq, hidden))))
+        let (batch, seq, three_h) = l1.shape().dims3()?;
+        let dims = Dims::of(three_h, self.heads);
+        let spans = padded_spans(mask, batch, seq);
+        let out = context(qkv, dims, &spans, self.dropout.as_ref());
+        Ok((CpuStorage::F32(out), Shape::from((batch, seq, dims.hidden))))
     }
 
     fn bwd(
@@ -260,14 +338,14 @@ impl candle_core::CustomOp3 for AttentionGrad {
         let qkv = super::fused::slice(s1, l1, self.name())?;
         let mask = super::fused::slice(s2, l2, self.name())?;
         let grad = super::fused::slice(s3, l3, self.name())?;
-        let dims = Dims::of(l1, self.heads);
+        let (batch, seq, three_h) = l1.shape().dims3()?;
+        let dims = Dims::of(three_h, self.heads);
         let Dims {
-            batch,
-            seq,
             hidden,
             heads,
             head_dim,
         } = dims;
+        let spans = padded_spans(mask, batch, seq);
         let mut out = vec![0f32; qkv.len()];
         let dst = SharedMut(out.as_mut_ptr());
         let scratch = || [(); 4].map(|()| vec![0f32; seq * seq]);
@@ -292,7 +370,7 @@ impl candle_core::CustomOp3 for AttentionGrad {
                         out.add(hidden + h * head_dim),
                         out.add(2 * hidden + h * head_dim),
                     );
-                    head_probs(&dims, qkv, h, &mask[b * seq..(b + 1) * seq], probs);
+                    head_probs(&dims, qkv, h, &spans[b], probs);
                     // `dropped` = the probabilities the forward multiplied v by.
                     match &self.dropout {
                         Some(d) => {

@@ -4,7 +4,7 @@ use candle_core::{DType, Module, Result, Tensor};
 use serde::Deserialize;
 
 use super::layers::{
-    softmax_last_dim, Activation, AttentionMask, Embedding, LayerNorm, Linear, Mode,
+    softmax_last_dim, Activation, AttentionMask, Embedding, LayerNorm, Linear, Mode, Packing,
 };
 use super::weights::Weights;
 
@@ -113,6 +113,8 @@ struct SelfAttention {
     norm: LayerNorm,
     heads: usize,
     head_dim: usize,
+    /// q, k and v stacked once, when the weights are not trained.
+    qkv: Option<Linear>,
 }
 
 impl SelfAttention {
@@ -124,10 +126,17 @@ impl SelfAttention {
                 cfg.num_attention_heads
             );
         }
+        let query = Linear::load(w, &format!("{p}.attention.self.query"))?;
+        let key = Linear::load(w, &format!("{p}.attention.self.key"))?;
+        let value = Linear::load(w, &format!("{p}.attention.self.value"))?;
+        let qkv = (!w.is_trainable())
+            .then(|| Linear::stack_frozen(&[&query, &key, &value]))
+            .transpose()?;
         Ok(SelfAttention {
-            query: Linear::load(w, &format!("{p}.attention.self.query"))?,
-            key: Linear::load(w, &format!("{p}.attention.self.key"))?,
-            value: Linear::load(w, &format!("{p}.attention.self.value"))?,
+            query,
+            key,
+            value,
+            qkv,
             output: Linear::load(w, &format!("{p}.attention.output.dense"))?,
             norm: LayerNorm::load(
                 w,
@@ -140,22 +149,32 @@ impl SelfAttention {
     }
 
     /// `xs`: `[batch, seq, hidden]`.
+    /// `xs`: `[batch, seq, hidden]`, or `[tokens, hidden]` with a packed mask.
     fn forward(&self, xs: &Tensor, mask: &AttentionMask, mode: &mut Mode) -> Result<Tensor> {
-        let ctx = match &mask.bias {
-            None => self.fused_context(xs, mask, mode)?,
-            Some(bias) => self.composed_context(xs, bias, mode)?,
+        let ctx = match mask {
+            AttentionMask::Fused(mask) => {
+                let seed = mode.attention_dropout_seed();
+                super::attention::attention(&self.qkv(xs)?, mask, self.heads, seed)?
+            }
+            AttentionMask::Packed(lengths) => {
+                super::attention::attention_packed(&self.qkv(xs)?, lengths, self.heads)?
+            }
+            AttentionMask::Composed(bias) => self.composed_context(xs, bias, mode)?,
         };
         let out = mode.hidden_dropout(&self.output.forward(&ctx)?)?;
         self.norm.forward_residual(&out, xs, mode)
     }
 
-    /// q, k and v in one matmul, then the fused attention kernel (CPU f32).
-    fn fused_context(&self, xs: &Tensor, mask: &AttentionMask, mode: &mut Mode) -> Result<Tensor> {
-        let qkv = Linear::stack(&[&self.query, &self.key, &self.value])?.forward(xs)?;
-        super::attention::attention(&qkv, &mask.mask, self.heads, mode.attention_dropout_seed())
+    /// q, k and v in one matmul, side by side, for the fused attention kernel (CPU f32).
+    fn qkv(&self, xs: &Tensor) -> Result<Tensor> {
+        match &self.qkv {
+            Some(qkv) => qkv.forward(xs),
+            None => Linear::stack(&[&self.query, &self.key, &self.value])?.forward(xs),
+        }
     }
 
-    /// The same from candle ops, for devices and dtypes the fused kernel does not cover.
+    /// The attention context from candle ops, for devices and dtypes the fused kernel does
+    /// not cover.
     fn composed_context(&self, xs: &Tensor, bias: &Tensor, mode: &mut Mode) -> Result<Tensor> {
         let (b, t, hidden) = xs.dims3()?;
         let split = |x: Tensor| -> Result<Tensor> {
@@ -246,10 +265,25 @@ impl BertEncoder {
     /// Token states `[batch, seq, hidden]` for `ids` `[batch, seq]` and `mask` `[batch, seq]`
     /// (1 for tokens, 0 for padding, in the model's dtype).
     pub fn forward(&self, ids: &Tensor, mask: &Tensor, mode: &mut Mode) -> Result<Tensor> {
-        let mask = AttentionMask::new(mask)?;
-        let mut xs = self.embeddings.forward(ids, mode)?;
+        let xs = self.embeddings.forward(ids, mode)?;
+        match Packing::for_inference(mask, mode)? {
+            Some(packing) => {
+                let packed = AttentionMask::Packed(packing.lengths.clone());
+                let xs = self.layers_forward(packing.pack(&xs)?, &packed, mode)?;
+                packing.unpack(&xs)
+            }
+            None => self.layers_forward(xs, &AttentionMask::padded(mask)?, mode),
+        }
+    }
+
+    fn layers_forward(
+        &self,
+        mut xs: Tensor,
+        mask: &AttentionMask,
+        mode: &mut Mode,
+    ) -> Result<Tensor> {
         for layer in &self.layers {
-            xs = layer.forward(&xs, &mask, mode)?;
+            xs = layer.forward(&xs, mask, mode)?;
         }
         Ok(xs)
     }

@@ -112,15 +112,31 @@ pub struct Linear {
 impl Linear {
     pub fn load(w: &Weights, prefix: &str) -> Result<Self> {
         let weight = w.get(&format!("{prefix}.weight"))?;
-        let (out, inner) = weight.dims2()?;
-        let weight_t = (!w.is_trainable() && inner > out && super::fused::applies(&weight))
-            .then(|| weight.t()?.contiguous())
-            .transpose()?;
-        Ok(Linear {
+        let linear = Linear {
             weight,
             bias: w.get_opt(&format!("{prefix}.bias")),
-            weight_t,
-        })
+            weight_t: None,
+        };
+        if w.is_trainable() {
+            Ok(linear)
+        } else {
+            linear.frozen()
+        }
+    }
+
+    /// The layer for a model that is not trained: narrowing layers get their `[in, out]` copy.
+    fn frozen(mut self) -> Result<Linear> {
+        let (out, inner) = self.weight.dims2()?;
+        if inner > out && super::fused::applies(&self.weight) {
+            self.weight_t = Some(self.weight.t()?.contiguous()?);
+        }
+        Ok(self)
+    }
+
+    /// [`Self::stack`] once, for a model that is not trained: a trained model's parts change
+    /// every step, so it stacks them per forward pass instead.
+    pub fn stack_frozen(parts: &[&Linear]) -> Result<Linear> {
+        Self::stack(parts)?.frozen()
     }
 
     /// One layer computing all of `parts` side by side (e.g. q, k and v in one matmul).
@@ -224,24 +240,85 @@ pub fn layer_norm_differentiable(
 /// Which keys attention may look at: `mask` `[batch, keys]` is 1 for tokens and 0 for
 /// padding; where the fused kernels do not apply, `bias` `[batch, 1, 1, keys]` is the same as
 /// 0 / a large negative number added to the scores.
-pub struct AttentionMask {
-    pub mask: Tensor,
-    pub bias: Option<Tensor>,
+/// Which tokens attend to which, in the form the attention path at hand takes.
+pub enum AttentionMask {
+    /// The fused kernel over a padded batch: the `[batch, seq]` mask itself.
+    Fused(Tensor),
+    /// candle's ops over a padded batch: `[batch, 1, 1, seq]`, 0 for tokens and -1e4 for
+    /// padding, added to the scores.
+    Composed(Tensor),
+    /// The fused kernel over sequences of these lengths packed back to back (inference).
+    Packed(Vec<usize>),
 }
 
 impl AttentionMask {
-    pub fn new(mask: &Tensor) -> Result<Self> {
-        let bias = if super::fused::applies(mask) {
-            None
-        } else {
-            let (b, t) = mask.dims2()?;
-            // -1e4 underflows nothing in f16/bf16 and zeroes padding after softmax in f32.
-            Some(((mask.ones_like()? - mask)? * -1e4)?.reshape((b, 1, 1, t))?)
-        };
-        Ok(AttentionMask {
-            mask: mask.clone(),
-            bias,
-        })
+    /// For a padded batch's `[batch, seq]` mask (1 token, 0 padding).
+    pub fn padded(mask: &Tensor) -> Result<Self> {
+        if super::fused::applies(mask) {
+            return Ok(AttentionMask::Fused(mask.clone()));
+        }
+        let (b, t) = mask.dims2()?;
+        // -1e4 underflows nothing in f16/bf16 and zeroes padding after softmax in f32.
+        let bias = ((mask.ones_like()? - mask)? * -1e4)?.reshape((b, 1, 1, t))?;
+        Ok(AttentionMask::Composed(bias))
+    }
+}
+
+/// A padded batch with its padding rows taken out, for inference on CPU: linear layers,
+/// LayerNorm and GELU then skip the padding instead of computing rows nobody reads.
+pub struct Packing {
+    /// Tokens per sequence.
+    pub lengths: Vec<usize>,
+    /// Which rows of the flattened `[batch·seq]` batch are tokens.
+    rows: Tensor,
+    batch: usize,
+    seq: usize,
+}
+
+impl Packing {
+    /// `None` where packing does not apply: training (dropout masks are drawn over the padded
+    /// layout, the same on every device), other devices or dtypes, or no padding.
+    /// `mask` is `[batch, seq]` with each sequence's tokens first.
+    pub fn for_inference(mask: &Tensor, mode: &Mode) -> Result<Option<Self>> {
+        if mode.is_train() || !super::fused::applies(mask) {
+            return Ok(None);
+        }
+        let (batch, seq) = mask.dims2()?;
+        let lengths: Vec<usize> = mask
+            .to_vec2::<f32>()?
+            .iter()
+            .map(|row| row.iter().take_while(|&&m| m != 0.0).count())
+            .collect();
+        if lengths.iter().all(|&l| l == seq) {
+            return Ok(None);
+        }
+        let rows: Vec<u32> = lengths
+            .iter()
+            .enumerate()
+            .flat_map(|(b, &len)| (0..len).map(move |t| (b * seq + t) as u32))
+            .collect();
+        let rows = Tensor::new(rows, mask.device())?;
+        Ok(Some(Packing {
+            lengths,
+            rows,
+            batch,
+            seq,
+        }))
+    }
+
+    /// `[batch, seq, hidden]` → `[tokens, hidden]`.
+    pub fn pack(&self, xs: &Tensor) -> Result<Tensor> {
+        let hidden = xs.dim(2)?;
+        xs.reshape((self.batch * self.seq, hidden))?
+            .index_select(&self.rows, 0)
+    }
+
+    /// `[tokens, hidden]` → `[batch, seq, hidden]`, zeros in the padding.
+    pub fn unpack(&self, xs: &Tensor) -> Result<Tensor> {
+        let hidden = xs.dim(1)?;
+        Tensor::zeros((self.batch * self.seq, hidden), xs.dtype(), xs.device())?
+            .index_add(&self.rows, xs, 0)?
+            .reshape((self.batch, self.seq, hidden))
     }
 }
 
