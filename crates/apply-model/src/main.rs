@@ -68,6 +68,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    common::model::run_candle_ops_inline();
     common::alloc::keep_freed_memory();
     common::progress::init_logging();
     let args = Args::parse();
