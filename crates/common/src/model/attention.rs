@@ -1,5 +1,6 @@
-//! Fused multi-head self-attention core on CPU f32, with its backward: from the packed
-//! `[q | k | v]` projections straight to the per-token context, one (sequence, head) per task.
+//! Fused multi-head self-attention core on CPU f32, with its backward: from the `[q | k | v]`
+//! projections side by side straight to the per-token context, one (sequence, head) per task,
+//! over a padded batch or (inference) over sequences packed back to back.
 //!
 //! Composed from candle ops, the core splits q, k and v into heads (three copies), runs
 //! hundreds of tiny batched matmuls, materialises scores, probabilities and a dropout mask of
