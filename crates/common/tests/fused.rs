@@ -5,9 +5,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 use common::model::attention::{attention, attention_packed, AttentionDropout};
 use common::model::fused;
-use common::model::layers::{
-    layer_norm_differentiable, softmax_differentiable, Mode, Packing,
-};
+use common::model::layers::{layer_norm_differentiable, softmax_differentiable, Mode, Packing};
 
 fn random(shape: &[usize], seed: u64) -> Tensor {
     // Deterministic values in [-3, 3] without a tensor RNG (whose stream candle may change).
