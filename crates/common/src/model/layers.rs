@@ -237,9 +237,6 @@ pub fn layer_norm_differentiable(
         .broadcast_add(bias)
 }
 
-/// Which keys attention may look at: `mask` `[batch, keys]` is 1 for tokens and 0 for
-/// padding; where the fused kernels do not apply, `bias` `[batch, 1, 1, keys]` is the same as
-/// 0 / a large negative number added to the scores.
 /// Which tokens attend to which, in the form the attention path at hand takes.
 pub enum AttentionMask {
     /// The fused kernel over a padded batch: the `[batch, seq]` mask itself.
