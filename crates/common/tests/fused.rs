@@ -2,10 +2,11 @@
 //! replace (which the other tests check against the reference model).
 
 use candle_core::backprop::GradStore;
-use candle_core::{Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use common::model::attention::{attention, attention_packed, AttentionDropout};
 use common::model::fused;
 use common::model::layers::{layer_norm_differentiable, softmax_differentiable, Mode, Packing};
+use common::model::tokenize::PaddedBatch;
 
 fn random(shape: &[usize], seed: u64) -> Tensor {
     // Deterministic values in [-3, 3] without a tensor RNG (whose stream candle may change).
@@ -96,6 +97,13 @@ fn mask_of(lens: &[usize], t: usize) -> Tensor {
     Tensor::from_vec(mask, (lens.len(), t), &Device::Cpu).unwrap()
 }
 
+/// A padded batch of sequences of `lens` tokens (ids do not matter here).
+fn padded(lens: &[usize]) -> PaddedBatch {
+    let ids: Vec<Vec<u32>> = lens.iter().map(|&n| vec![7; n]).collect();
+    let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    PaddedBatch::new(&seqs, 0, DType::F32, &Device::Cpu).unwrap()
+}
+
 /// Attention from candle primitives: what the unfused path computes.
 fn composed_attention(qkv: &Tensor, mask: &Tensor, heads: usize) -> Tensor {
     let (b, t, three_h) = qkv.dims3().unwrap();
@@ -156,7 +164,7 @@ fn packed_attention_matches_the_padded_batch_on_every_token() {
     let (b, t, heads, hidden) = (3, 21, 4, 64);
     let qkv = random(&[b, t, 3 * hidden], 5);
     let mask = mask_of(&[21, 13, 1], t);
-    let packing = Packing::for_inference(&mask, &Mode::Infer)
+    let packing = Packing::for_inference(&padded(&[21, 13, 1]), &Mode::Infer)
         .unwrap()
         .expect("a batch with padding packs");
     assert_eq!(packing.lengths, [21, 13, 1]);
@@ -182,10 +190,10 @@ fn packed_attention_matches_the_padded_batch_on_every_token() {
 #[test]
 fn packing_is_for_padded_inference_only() {
     let train = Mode::train(common::model::layers::Dropout::new(1, 0.1, 0.1));
-    assert!(Packing::for_inference(&mask_of(&[3, 2], 3), &train)
+    assert!(Packing::for_inference(&padded(&[3, 2]), &train)
         .unwrap()
         .is_none());
-    assert!(Packing::for_inference(&mask_of(&[3, 3], 3), &Mode::Infer)
+    assert!(Packing::for_inference(&padded(&[3, 3]), &Mode::Infer)
         .unwrap()
         .is_none());
 }

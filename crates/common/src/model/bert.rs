@@ -6,6 +6,7 @@ use serde::Deserialize;
 use super::layers::{
     softmax_last_dim, Activation, AttentionMask, Embedding, LayerNorm, Linear, Mode, Packing,
 };
+use super::tokenize::PaddedBatch;
 use super::weights::Weights;
 
 /// The fields of a BERT-family `config.json` the encoder needs.
@@ -262,17 +263,16 @@ impl BertEncoder {
         })
     }
 
-    /// Token states `[batch, seq, hidden]` for `ids` `[batch, seq]` and `mask` `[batch, seq]`
-    /// (1 for tokens, 0 for padding, in the model's dtype).
-    pub fn forward(&self, ids: &Tensor, mask: &Tensor, mode: &mut Mode) -> Result<Tensor> {
-        let xs = self.embeddings.forward(ids, mode)?;
-        match Packing::for_inference(mask, mode)? {
+    /// Token states `[batch, seq, hidden]` of a padded batch.
+    pub fn forward(&self, batch: &PaddedBatch, mode: &mut Mode) -> Result<Tensor> {
+        let xs = self.embeddings.forward(&batch.ids, mode)?;
+        match Packing::for_inference(batch, mode)? {
             Some(packing) => {
                 let packed = AttentionMask::Packed(packing.lengths.clone());
                 let xs = self.layers_forward(packing.pack(&xs)?, &packed, mode)?;
                 packing.unpack(&xs)
             }
-            None => self.layers_forward(xs, &AttentionMask::padded(mask)?, mode),
+            None => self.layers_forward(xs, &AttentionMask::padded(&batch.mask)?, mode),
         }
     }
 

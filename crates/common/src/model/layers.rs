@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Module, Result, Tensor, D};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::tokenize::PaddedBatch;
 use super::weights::Weights;
 
 /// How a forward pass runs.
@@ -275,30 +276,24 @@ pub struct Packing {
 impl Packing {
     /// `None` where packing does not apply: training (dropout masks are drawn over the padded
     /// layout, the same on every device), other devices or dtypes, or no padding.
-    /// `mask` is `[batch, seq]` with each sequence's tokens first.
-    pub fn for_inference(mask: &Tensor, mode: &Mode) -> Result<Option<Self>> {
-        if mode.is_train() || !super::fused::applies(mask) {
+    pub fn for_inference(batch: &PaddedBatch, mode: &Mode) -> Result<Option<Self>> {
+        if mode.is_train() || !super::fused::applies(&batch.mask) {
             return Ok(None);
         }
-        let (batch, seq) = mask.dims2()?;
-        let lengths: Vec<usize> = mask
-            .to_vec2::<f32>()?
-            .iter()
-            .map(|row| row.iter().take_while(|&&m| m != 0.0).count())
-            .collect();
-        if lengths.iter().all(|&l| l == seq) {
+        let (batch_size, seq) = batch.ids.dims2()?;
+        if batch.lengths.iter().all(|&l| l == seq) {
             return Ok(None);
         }
-        let rows: Vec<u32> = lengths
+        let rows: Vec<u32> = batch
+            .lengths
             .iter()
             .enumerate()
             .flat_map(|(b, &len)| (0..len).map(move |t| (b * seq + t) as u32))
             .collect();
-        let rows = Tensor::new(rows, mask.device())?;
         Ok(Some(Packing {
-            lengths,
-            rows,
-            batch,
+            lengths: batch.lengths.clone(),
+            rows: Tensor::new(rows, batch.mask.device())?,
+            batch: batch_size,
             seq,
         }))
     }

@@ -173,7 +173,7 @@ impl SentenceEncoder {
             }
             None => &self.encoder,
         };
-        let states = encoder.forward(&batch.ids, &batch.mask, mode)?;
+        let states = encoder.forward(batch, mode)?;
         // Sums over tokens in f32: bf16 would round them, f16's -1e9 padding score overflows.
         let states = states.to_dtype(DType::F32)?;
         let mask = batch.mask.to_dtype(DType::F32)?;
