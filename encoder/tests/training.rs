@@ -4,8 +4,8 @@
 mod support;
 
 use candle_core::{DType, Device};
-use encoder::{cosine, Dropout, Mode, ModelCard, SentenceEncoder};
 use encoder::train::{clip_grad_norm, grads_of, mnrl_loss, AdamW, AdamWConfig};
+use encoder::{cosine, Dropout, Mode, ModelCard, SentenceEncoder};
 use support::{base_model, max_abs_diff};
 
 const PAIRS: [(&str, &str); 8] = [

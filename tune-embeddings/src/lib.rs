@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Tensor, Var};
-use encoder::{Dropout, Mode, ModelCard, Precision, SentenceEncoder};
 use common::provenance::sha256_file;
 use encoder::train::{
     accumulate, clip_grad_norm, grads_of, scale_grads, AdamW, AdamWConfig, Grads, LossScale,
 };
+use encoder::{Dropout, Mode, ModelCard, Precision, SentenceEncoder};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
