@@ -21,10 +21,10 @@ use crate::corpus::{Window, YearBlock};
 use crate::exclusions::Exclusions;
 use crate::{Distance, Filter, Grid};
 
-/// Centre chunks per matrix product: large enough to amortise packing the comparison year,
-/// small enough that a block's products (rows × comparison chunks) stay in L2. Fixed, so the
-/// products (and so the output bytes) do not depend on the thread count.
-pub const ROW_BLOCK: usize = 48;
+/// Centre chunks per matrix product: large enough to amortise packing the comparison year
+/// (at 48 rows packing took half as long as the products). Fixed, so the products (and so the
+/// output bytes) do not depend on the thread count.
+pub const ROW_BLOCK: usize = 256;
 
 /// |cos| is clamped to 1 − 2⁻²⁰, so identical vectors are at distance −artanh(1 − 2⁻²⁰) ≈ −7.28
 /// (the closest possible) rather than at −∞; the reference gives them 0 (as if orthogonal).
@@ -68,25 +68,49 @@ pub fn centre_year(
         .collect();
     let ctx = Context {
         centre,
-        comps: &comps,
         train_masks: &train_masks,
         exclusions,
         grid,
         distance,
     };
-    let blocks: Vec<Vec<[f64; 3]>> = (0..centre.rows().div_ceil(ROW_BLOCK))
-        .into_par_iter()
-        .map(|b| ctx.block(b * ROW_BLOCK..((b + 1) * ROW_BLOCK).min(centre.rows())))
+    // One task per (row block, comparison year): enough tasks for any core count even when a
+    // year has few blocks. Each returns its rows' year means `[row][fraction][filter]`.
+    let nblocks = centre.rows().div_ceil(ROW_BLOCK);
+    let tasks: Vec<(usize, usize)> = (0..nblocks)
+        .flat_map(|b| {
+            (0..comps.len())
+                .filter(|&oi| comps[oi].is_some())
+                .map(move |oi| (b, oi))
+        })
         .collect();
-    YearMeasures {
-        values: blocks.into_iter().flatten().collect(),
-        pairs,
+    let means: Vec<Vec<f64>> = tasks
+        .par_iter()
+        .map(|&(b, oi)| {
+            let rows = b * ROW_BLOCK..((b + 1) * ROW_BLOCK).min(centre.rows());
+            ctx.year_means(rows, comps[oi].expect("present"), oi)
+        })
+        .collect();
+    // year_means[row][fraction][filter][offset], NaN where the year has nothing to compare.
+    let (nfrac, nfilt, nd) = (grid.fractions.len(), grid.filters.len(), offsets.len());
+    let per_row = nfrac * nfilt * nd;
+    let mut year_means = vec![f64::NAN; centre.rows() * per_row];
+    for (&(b, oi), m) in tasks.iter().zip(&means) {
+        for (i, row_means) in m.chunks(nfrac * nfilt).enumerate() {
+            let row = b * ROW_BLOCK + i;
+            for (j, &v) in row_means.iter().enumerate() {
+                year_means[row * per_row + j * nd + oi] = v;
+            }
+        }
     }
+    let values = year_means
+        .par_chunks(per_row.max(1))
+        .flat_map_iter(|ym| chunk_measures(ym, grid, &offsets))
+        .collect();
+    YearMeasures { values, pairs }
 }
 
 struct Context<'a> {
     centre: &'a YearBlock,
-    comps: &'a [Option<&'a YearBlock>],
     train_masks: &'a [Option<Vec<bool>>],
     exclusions: &'a Exclusions,
     grid: &'a Grid,
@@ -95,112 +119,134 @@ struct Context<'a> {
 
 /// Which comparison chunks a filter drops for one (centre document, comparison year): `None`
 /// keeps them all. Masks are cumulative (nested filters), `true` = excluded.
-type Masks = Vec<Option<std::rc::Rc<Vec<bool>>>>;
+type Masks = Vec<Option<std::rc::Rc<Mask>>>;
+
+struct Mask {
+    excluded: Vec<bool>,
+    /// How many are excluded.
+    count: usize,
+}
+
+impl Mask {
+    fn new(excluded: Vec<bool>) -> Mask {
+        let count = excluded.iter().filter(|&&x| x).count();
+        Mask { excluded, count }
+    }
+}
 
 impl Context<'_> {
-    /// The measures of centre rows `rows` (a block), in row order.
-    fn block(&self, rows: std::ops::Range<usize>) -> Vec<[f64; 3]> {
+    /// Year means `[row][fraction][filter]` of centre rows `rows` against comparison year
+    /// `comp` (offset index `oi`).
+    fn year_means(&self, rows: std::ops::Range<usize>, comp: &YearBlock, oi: usize) -> Vec<f64> {
         let grid = self.grid;
-        let (nfrac, nfilt, nd) = (grid.fractions.len(), grid.filters.len(), self.comps.len());
-        // year_means[row][fraction][filter][offset], NaN where the year has nothing to compare.
-        let per_row = nfrac * nfilt * nd;
-        let mut year_means = vec![f64::NAN; rows.len() * per_row];
+        let (nfrac, nfilt) = (grid.fractions.len(), grid.filters.len());
+        let mut out = vec![f64::NAN; rows.len() * nfrac * nfilt];
         let dim = self.centre.dim;
-        let mut products = Vec::new();
-        let mut vals: Vec<f32> = Vec::new();
-        for (oi, comp) in self.comps.iter().enumerate() {
-            let Some(comp) = comp else { continue };
-            let n = comp.rows();
-            products.resize(rows.len() * n, 0.0f32);
-            // SAFETY: the slices cover m×k, n×k and m×n row-major matrices.
-            unsafe {
-                gemm::gemm(
-                    rows.len(),
-                    n,
-                    dim,
-                    products.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    self.centre.centre[rows.start * dim..].as_ptr(),
-                    1,
-                    dim as isize,
-                    comp.compare().as_ptr(),
-                    dim as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
+        let n = comp.rows();
+        let mut products = vec![0.0f32; rows.len() * n];
+        // SAFETY: the slices cover m×k, n×k and m×n row-major matrices.
+        unsafe {
+            gemm::gemm(
+                rows.len(),
+                n,
+                dim,
+                products.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                self.centre.centre[rows.start * dim..].as_ptr(),
+                1,
+                dim as isize,
+                comp.compare().as_ptr(),
+                dim as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        let mut vals: Vec<f32> = Vec::with_capacity(n);
+        let mut cands: Vec<(f32, u32)> = Vec::with_capacity(n);
+        // The largest fraction below 1 sets how many of the closest chunks a row needs.
+        let f_max = grid
+            .fractions
+            .iter()
+            .copied()
+            .filter(|&f| f < 1.0)
+            .fold(0.0, f64::max);
+        let mut doc = usize::MAX;
+        let mut masks: Masks = Vec::new();
+        for (i, row) in rows.clone().enumerate() {
+            let row_doc = self.centre.doc_of_row(row);
+            if row_doc != doc {
+                doc = row_doc;
+                masks = self.masks(doc, comp, self.train_masks[oi].as_ref());
             }
-            let mut doc = usize::MAX;
-            let mut masks: Masks = Vec::new();
-            for (i, row) in rows.clone().enumerate() {
-                let row_doc = self.centre.doc_of_row(row);
-                if row_doc != doc {
-                    doc = row_doc;
-                    masks = self.masks(doc, comp, self.train_masks[oi].as_ref());
+            let s = &products[i * n..(i + 1) * n];
+            let h = self.centre.neg_entropy(row);
+            candidates(s, f_max, &mut cands);
+            let row_out = &mut out[i * nfrac * nfilt..(i + 1) * nfrac * nfilt];
+            let mut done: Option<(usize, Option<*const Mask>)> = None;
+            for (fi, mask) in masks.iter().enumerate() {
+                let key = mask.as_ref().map(std::rc::Rc::as_ptr);
+                // A filter that drops nothing more than the previous one has its results.
+                if let Some((prev, prev_key)) = done {
+                    if prev_key == key {
+                        for f in 0..nfrac {
+                            row_out[f * nfilt + fi] = row_out[f * nfilt + prev];
+                        }
+                        continue;
+                    }
                 }
-                let s = &products[i * n..(i + 1) * n];
-                let h = self.centre.neg_entropy(row);
-                let out = &mut year_means[i * per_row..(i + 1) * per_row];
-                let mut done: Option<(usize, Option<*const Vec<bool>>)> = None;
-                for (fi, mask) in masks.iter().enumerate() {
-                    let key = mask.as_ref().map(|m| std::rc::Rc::as_ptr(m));
-                    // A filter that drops nothing more than the previous one has its results.
-                    if let Some((prev, prev_key)) = done {
-                        if prev_key == key {
-                            for f in 0..nfrac {
-                                out[(f * nfilt + fi) * nd + oi] = out[(f * nfilt + prev) * nd + oi];
-                            }
-                            continue;
+                let excluded = mask.as_ref().map(|m| m.excluded.as_slice());
+                let kept = n - mask.as_ref().map_or(0, |m| m.count);
+                let total = sum_distances_masked(s, excluded, self.distance, h);
+                // The candidates are every product ≥ some threshold; if enough of them are kept,
+                // they hold the closest ⌈f·kept⌉ kept chunks for every f ≤ f_max.
+                vals.clear();
+                match excluded {
+                    None => vals.extend(cands.iter().map(|c| c.0)),
+                    Some(m) => vals.extend(cands.iter().filter(|c| !m[c.1 as usize]).map(|c| c.0)),
+                }
+                if vals.len() < ((kept as f64 * f_max).ceil() as usize).min(kept) {
+                    vals.clear();
+                    match excluded {
+                        None => vals.extend_from_slice(s),
+                        Some(m) => {
+                            vals.extend(s.iter().zip(m).filter(|(_, &x)| !x).map(|(v, _)| *v))
                         }
                     }
-                    vals.clear();
-                    match mask {
-                        None => vals.extend_from_slice(s),
-                        Some(m) => vals
-                            .extend(s.iter().zip(m.iter()).filter(|(_, &x)| !x).map(|(v, _)| *v)),
-                    }
-                    let means = closest_means(&mut vals, &grid.fractions, self.distance, h);
-                    for (f, mean) in means.into_iter().enumerate() {
-                        out[(f * nfilt + fi) * nd + oi] = mean;
-                    }
-                    done = Some((fi, key));
                 }
+                let means =
+                    closest_means(&mut vals, kept, total, &grid.fractions, self.distance, h);
+                for (f, mean) in means.into_iter().enumerate() {
+                    row_out[f * nfilt + fi] = mean;
+                }
+                done = Some((fi, key));
             }
         }
-        year_means
-            .chunks(per_row.max(1))
-            .take(rows.len())
-            .flat_map(|ym| chunk_measures(ym, grid, &self.offsets()))
-            .collect()
-    }
-
-    fn offsets(&self) -> Vec<i32> {
-        let r = self.grid.max_radius() as i32;
-        (-r..=r).filter(|&d| d != 0).collect()
+        out
     }
 
     /// One mask per requested filter for centre document `doc` against `comp`.
     fn masks(&self, doc: usize, comp: &YearBlock, train: Option<&Vec<bool>>) -> Masks {
         let id = self.centre.doc_id(doc);
-        let train = train.map(|m| std::rc::Rc::new(m.clone()));
+        let train = train.map(|m| std::rc::Rc::new(Mask::new(m.clone())));
         let auth = self.exclusions.author_columns(id, comp);
         let quote = self.exclusions.quote_columns(id, comp);
-        let extend = |base: &Option<std::rc::Rc<Vec<bool>>>, cols: &[usize]| {
+        let extend = |base: &Option<std::rc::Rc<Mask>>, cols: &[usize]| {
             if cols.is_empty() {
                 return base.clone();
             }
             let mut m = base
                 .as_ref()
-                .map(|b| b.as_ref().clone())
+                .map(|b| b.excluded.clone())
                 .unwrap_or_else(|| vec![false; comp.rows()]);
             cols.iter().for_each(|&c| m[c] = true);
-            Some(std::rc::Rc::new(m))
+            Some(std::rc::Rc::new(Mask::new(m)))
         };
         let with_auth = extend(&train, &auth);
         let with_quote = extend(&with_auth, &quote);
@@ -217,10 +263,42 @@ impl Context<'_> {
     }
 }
 
-/// The mean distance to the ⌈f·N⌉ closest of `vals` (products s, reordered in place) for each
-/// fraction f; NaN for all when `vals` is empty. `h` is Σ p ln p of the centre chunk (KL only).
-pub fn closest_means(vals: &mut [f32], fractions: &[f64], distance: Distance, h: f64) -> Vec<f64> {
-    let n = vals.len();
+/// Every product of row `s` at or above a threshold chosen (from a strided sample) so that
+/// about 1.5·f_max of them, and at least ⌈f_max·N⌉ unless the sample misled, pass; values with
+/// their column. Empty when f_max is 0 (no fraction below 1).
+fn candidates(s: &[f32], f_max: f64, out: &mut Vec<(f32, u32)>) {
+    out.clear();
+    if f_max <= 0.0 || s.is_empty() {
+        return;
+    }
+    const SAMPLE: usize = 128;
+    let step = s.len().div_ceil(SAMPLE);
+    let mut sample: Vec<f32> = s.iter().step_by(step).copied().collect();
+    let rank = ((sample.len() as f64 * f_max * 1.5).ceil() as usize + 2).min(sample.len() - 1);
+    sample.select_nth_unstable_by(rank, |a, b| b.total_cmp(a));
+    let threshold = sample[rank];
+    // Branch-free compaction: every product is written, the end advances only past passes.
+    out.resize(s.len() + 1, (0.0, 0));
+    let mut end = 0;
+    for (j, &v) in s.iter().enumerate() {
+        out[end] = (v, j as u32);
+        end += (v >= threshold) as usize;
+    }
+    out.truncate(end);
+}
+
+/// The mean distance to the ⌈f·n⌉ closest of the `n` kept chunks for each fraction f, NaN for
+/// all when n = 0. `vals` (products s, reordered in place) must hold the ⌈f·n⌉ largest kept
+/// products for every f whose ⌈f·n⌉ < n; `total` is the sum of all n distances. `h` is Σ p ln p
+/// of the centre chunk (KL only).
+pub fn closest_means(
+    vals: &mut [f32],
+    n: usize,
+    total: f64,
+    fractions: &[f64],
+    distance: Distance,
+    h: f64,
+) -> Vec<f64> {
     if n == 0 {
         return vec![f64::NAN; fractions.len()];
     }
@@ -228,10 +306,14 @@ pub fn closest_means(vals: &mut [f32], fractions: &[f64], distance: Distance, h:
     let mut order: Vec<usize> = (0..fractions.len()).collect();
     order.sort_by(|&a, &b| fractions[b].total_cmp(&fractions[a]));
     let mut means = vec![f64::NAN; fractions.len()];
-    let mut prefix = n;
+    let mut prefix = vals.len();
     for fi in order {
         // As the reference computes it (math.ceil(len * fraction)), so float rounding agrees.
         let k = ((n as f64 * fractions[fi]).ceil() as usize).clamp(1, n);
+        if k == n {
+            means[fi] = total / n as f64;
+            continue;
+        }
         if k < prefix {
             vals[..prefix].select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
             prefix = k;
@@ -239,6 +321,29 @@ pub fn closest_means(vals: &mut [f32], fractions: &[f64], distance: Distance, h:
         means[fi] = sum_distances(&vals[..k], distance, h) / k as f64;
     }
     means
+}
+
+/// Σ distance over the products of `s` that `excluded` keeps (all when None).
+pub fn sum_distances_masked(
+    s: &[f32],
+    excluded: Option<&[bool]>,
+    distance: Distance,
+    h: f64,
+) -> f64 {
+    match (distance, excluded) {
+        (Distance::Cosine, None) => sum_neg_artanh(s),
+        // An excluded product counts as s = 0, whose factors (1 ± 0) change nothing.
+        (Distance::Cosine, Some(m)) => sum_neg_artanh_kept(s, m),
+        (Distance::Kld, None) => sum_distances(s, distance, h),
+        (Distance::Kld, Some(m)) => {
+            let (sum, n) = s
+                .iter()
+                .zip(m)
+                .filter(|(_, &x)| !x)
+                .fold((0f64, 0usize), |(a, c), (&v, _)| (a + v as f64, c + 1));
+            n as f64 * h - sum
+        }
+    }
 }
 
 /// Σ distance over products `s`.
@@ -253,33 +358,73 @@ pub fn sum_distances(s: &[f32], distance: Distance, h: f64) -> f64 {
 /// binary exponents are moved into an integer every 32 factors (each factor is in [2⁻²⁰, 2],
 /// so a lane stays a normal number); one logarithm per lane instead of one per pair.
 pub fn sum_neg_artanh(s: &[f32]) -> f64 {
-    const LANES: usize = 8;
+    neg_artanh_sum(s, None)
+}
+
+/// As [`sum_neg_artanh`] over the products `excluded` does not drop.
+fn sum_neg_artanh_kept(s: &[f32], excluded: &[bool]) -> f64 {
+    neg_artanh_sum(s, Some(excluded))
+}
+
+const LANES: usize = 8;
+
+/// Multiplies 8 factors (1 ± x) into each lane; a dropped product counts as x = 0.
+#[inline(always)]
+fn artanh_lanes(
+    num: &mut [f64; LANES],
+    den: &mut [f64; LANES],
+    s: &[f32],
+    dropped: Option<&[bool]>,
+) {
+    for l in 0..LANES {
+        let keep = dropped.is_none_or(|d| !d[l]);
+        let x = if keep {
+            s[l].clamp(-COS_CLAMP, COS_CLAMP) as f64
+        } else {
+            0.0
+        };
+        num[l] *= 1.0 + x;
+        den[l] *= 1.0 - x;
+    }
+}
+
+fn neg_artanh_sum(s: &[f32], dropped: Option<&[bool]>) -> f64 {
+    const BLOCK: usize = LANES * 32;
     let mut num = [1f64; LANES];
     let mut den = [1f64; LANES];
     let mut exponent: i64 = 0;
-    for block in s.chunks(LANES * 32) {
-        let mut exact = block.chunks_exact(LANES);
-        for c in &mut exact {
-            for l in 0..LANES {
-                let x = c[l].clamp(-COS_CLAMP, COS_CLAMP) as f64;
-                num[l] *= 1.0 + x;
-                den[l] *= 1.0 - x;
-            }
+    let mut tail_s = [0f32; LANES];
+    let mut tail_d = [true; LANES];
+    for (b, block) in s.chunks(BLOCK).enumerate() {
+        let d = dropped.map(|d| &d[b * BLOCK..b * BLOCK + block.len()]);
+        let whole = block.len() / LANES * LANES;
+        match d {
+            None => block[..whole]
+                .chunks_exact(LANES)
+                .for_each(|c| artanh_lanes(&mut num, &mut den, c, None)),
+            Some(d) => block[..whole]
+                .chunks_exact(LANES)
+                .zip(d[..whole].chunks_exact(LANES))
+                .for_each(|(c, m)| artanh_lanes(&mut num, &mut den, c, Some(m))),
         }
-        for (l, &v) in exact.remainder().iter().enumerate() {
-            let x = v.clamp(-COS_CLAMP, COS_CLAMP) as f64;
-            num[l] *= 1.0 + x;
-            den[l] *= 1.0 - x;
+        if whole < block.len() {
+            let rest = block.len() - whole;
+            tail_s[..rest].copy_from_slice(&block[whole..]);
+            tail_d[..rest]
+                .iter_mut()
+                .enumerate()
+                .for_each(|(j, t)| *t = d.is_some_and(|d| d[whole + j]));
+            tail_s[rest..].fill(0.0);
+            tail_d[rest..].fill(true);
+            artanh_lanes(&mut num, &mut den, &tail_s, Some(&tail_d));
         }
         for l in 0..LANES {
             exponent += take_exponent(&mut num[l]) - take_exponent(&mut den[l]);
         }
     }
-    let mut ln = exponent as f64 * std::f64::consts::LN_2;
-    for l in 0..LANES {
-        ln += num[l].ln() - den[l].ln();
-    }
-    -0.5 * ln
+    // Each lane is now in [1, 2): their products fit, so two logarithms in all.
+    let (n, d) = (num.iter().product::<f64>(), den.iter().product::<f64>());
+    -0.5 * (exponent as f64 * std::f64::consts::LN_2 + n.ln() - d.ln())
 }
 
 /// Splits a positive normal `x` into m·2ᵉ with m in [1, 2): leaves m in `x`, returns e.
