@@ -66,10 +66,10 @@ fn main() {
                 if c % DOC_CHUNKS == 0 {
                     docs += 1;
                     let id = format!("doc{docs}");
-                    if docs % 10 == 0 {
+                    if docs.is_multiple_of(10) {
                         writeln!(train, "{id}").unwrap();
                     }
-                    if docs % 5 == 0 {
+                    if docs.is_multiple_of(5) {
                         writeln!(authors, "{id}\tdoc{}", docs + 3 * n / DOC_CHUNKS).unwrap();
                     }
                 }

@@ -211,16 +211,12 @@ fn compare(out: &std::path::Path, oracle: &Oracle, grid: &Grid) -> f64 {
     worst
 }
 
+type Authors = HashMap<String, HashSet<String>>;
+type Quotes = HashMap<String, HashSet<(String, i32)>>;
+
 /// Years with gaps (1903, 1906–1907 missing) so windows hold empty years and the corpus edges
 /// leave novelty or transience undefined; chunk numbering with gaps; all four filters active.
-fn exclusion_corpus(
-    dir: &std::path::Path,
-) -> (
-    Vec<Chunk>,
-    HashSet<String>,
-    HashMap<String, HashSet<String>>,
-    HashMap<String, HashSet<(String, i32)>>,
-) {
+fn exclusion_corpus(dir: &std::path::Path) -> (Vec<Chunk>, HashSet<String>, Authors, Quotes) {
     let years = [1900, 1901, 1902, 1904, 1905, 1908, 1909];
     let chunks = random_corpus(&years, 4, 8, 7);
     let train: HashSet<String> = ["d1901-0", "d1904-2", "d1908-1"]
