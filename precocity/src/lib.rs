@@ -1,6 +1,6 @@
 //! Precocity, novelty and transience of every chunk and document of an embedded corpus: how much
-//! a text resembles the future more than the past (Vicinanza, Goldberg & Srivastava 2023,
-//! "A deep-learning model of prescient ideas"; Barron et al. 2018 for novelty/transience), as the
+//! a text resembles the future more than the past (Griebel et al., "Locating the Leading Edge of
+//! Cultural Change", CHR 2024; novelty and transience after Barron et al. 2018), as the
 //! reference workflow computes it (Historical-AI-Lab/novelty,
 //! `tunedembeddings/calc_precocity_worker_for_embeddings.py`), at matrix speed.
 //!

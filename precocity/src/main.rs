@@ -6,13 +6,13 @@ use precocity::{run, Distance, Filter, Grid, Input, Options, TrainDocs};
 
 /// Novelty, transience and precocity of every chunk and document of an embedded corpus.
 ///
-/// Precocity (Vicinanza, Goldberg & Srivastava 2023) is how much a text resembles the future
-/// more than the past. For each centre year Y and each chunk p of a document of year Y, and each
-/// comparison year Y+d (d = ±1 … ±R; same-year documents are never compared): the distance to
-/// every kept chunk c of that year is −artanh(cos(p, c)) (or KL(p‖c) with --distance kld), and the
-/// year mean is the mean of the ⌈f·N⌉ smallest of the N distances. Novelty over radius r is the
-/// mean of the year means for d = −r … −1, transience for d = 1 … r, and
-/// precocity = novelty − transience. A document's measures are the means over its ⌈a·n⌉ most
+/// Precocity (Griebel et al. 2024, "Locating the Leading Edge of Cultural Change") is how much
+/// a text resembles the future more than the past. For each centre year Y, each chunk p of a
+/// document of year Y, and each comparison year Y+d (d = ±1 … ±R; same-year documents are
+/// never compared): the distance to every kept chunk c of that year is −artanh(cos(p, c)) (or
+/// KL(p‖c) with --distance kld), and the year mean is the mean of the ⌈f·N⌉ smallest of the
+/// N distances. Novelty over radius r is the mean of the year means for d = −r … −1,
+/// transience for d = 1 … r, and precocity = novelty − transience. A document's measures are the means over its ⌈a·n⌉ most
 /// precocious chunks. As in Historical-AI-Lab/novelty (calc_precocity_for_embeddings.py), whose
 /// column names the document table keeps, except where noted below.
 ///
