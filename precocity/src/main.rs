@@ -70,9 +70,9 @@ struct Args {
     /// … and the metadata TSV giving each paperId's year (columns `paperId`, `year`).
     #[arg(long, requires = "reference_dir")]
     metadata: Option<PathBuf>,
-    /// Output folder.
-    #[arg(long, short)]
-    out: PathBuf,
+    /// Output folder (not needed with --list-years).
+    #[arg(long, short, required_unless_present = "list_years")]
+    out: Option<PathBuf>,
     /// Training documents for the `train` filter: every doc_id of this pairs table
     /// (select-pairs' output) …
     #[arg(long, conflicts_with = "train_docs")]
@@ -151,7 +151,7 @@ fn main() -> ExitCode {
     };
     let opts = Options {
         input,
-        out_dir: args.out,
+        out_dir: args.out.unwrap_or_default(),
         train: args
             .pairs
             .map(TrainDocs::Pairs)

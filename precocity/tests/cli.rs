@@ -74,6 +74,19 @@ fn array_tasks_cover_every_year_once_and_write_the_same_bytes_as_one_run() {
         .filter_map(|l| l.trim().parse().ok())
         .collect();
     assert_eq!(all.len(), 29);
+    let without_out = ok(bin()
+        .arg("--embeddings")
+        .arg(&emb)
+        .arg("--list-years")
+        .output()
+        .unwrap());
+    assert_eq!(
+        without_out
+            .lines()
+            .filter_map(|l| l.trim().parse::<i32>().ok())
+            .collect::<Vec<_>>(),
+        all
+    );
     // --array=1-4: ids start at 1.
     let mut seen = BTreeSet::new();
     let split = dir.path().join("split");
