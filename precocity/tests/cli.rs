@@ -298,3 +298,42 @@ fn bad_input_is_named_and_exits_2() {
     let out = bin().arg("--out").arg(dir.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "no input given");
 }
+
+/// pandas reads documents.tsv and documents.parquet as the same frame with the reference's
+/// columns (nulls as NaN), and polars reads chunks.parquet: no glue needed downstream.
+#[test]
+fn pandas_and_polars_read_the_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let emb = dir.path().join("emb.parquet");
+    write_embeddings(&emb, &random_corpus(&[1990, 1991, 1993], 4, 8, 13));
+    let out = dir.path().join("out");
+    ok(stage(&emb, &out).output().unwrap());
+    let script = "import sys, pandas as pd, polars as pl\n\
+                  d = sys.argv[1]\n\
+                  t = pd.read_csv(d + '/documents.tsv', sep='\\t')\n\
+                  p = pd.read_parquet(d + '/documents.parquet')\n\
+                  cols = ['docid', 'date', 'num_chunks', 'fraction_compared', 'filtered', 'time_radius', 'chunks_used', 'precocity', 'novelty', 'transience']\n\
+                  assert list(t.columns) == cols and list(p.columns) == cols, (list(t.columns), list(p.columns))\n\
+                  pd.testing.assert_frame_equal(t, p, check_dtype=False, check_exact=True)\n\
+                  c = pl.read_parquet(d + '/chunks.parquet')\n\
+                  assert c.columns == ['doc_id', 'chunk_idx', 'year', 'fraction_compared', 'filtered', 'time_radius', 'precocity', 'novelty', 'transience'], c.columns\n\
+                  print(len(t), int(t.precocity.isna().sum()), c.height)";
+    let py = Command::new("python3")
+        .args(["-c", script])
+        .arg(&out)
+        .output()
+        .expect("python3 must be installed (scripts/requirements-test.txt)");
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let counts: Vec<usize> = String::from_utf8_lossy(&py.stdout)
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    // 12 documents × 3 fractions × 4 filters × 2 radii × 2 aggregates; the first and last
+    // years' documents have no precocity (no past / no future).
+    assert_eq!(counts[0], 12 * 48);
+    assert_eq!(counts[1], 8 * 48);
+}
