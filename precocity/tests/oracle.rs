@@ -495,3 +495,53 @@ fn identical_vectors_and_nesting_without_an_author_line() {
         );
     }
 }
+
+/// `--pairs` (select-pairs' output) names the same training documents as a `--train-docs` list.
+#[test]
+fn training_documents_from_a_pairs_table() {
+    use common::schema::Category;
+    use common::tables::{write_pairs, PairRow, ParaphraseProvenance};
+    let dir = tempfile::tempdir().unwrap();
+    let chunks = random_corpus(&[1960, 1961, 1962], 4, 8, 21);
+    write_embeddings(&dir.path().join("emb.parquet"), &chunks);
+    let pair = |id: &str, doc: &str| PairRow {
+        pair_id: id.into(),
+        doc_id: doc.into(),
+        year: 1961,
+        anchor: Some("a".into()),
+        positive: Some("b".into()),
+        negative: None,
+        category: Category::Successive,
+        paraphrase_side: None,
+        provenance: ParaphraseProvenance::default(),
+    };
+    let prov = common::provenance::Provenance::new("test", "0", serde_json::Value::Null);
+    let rows = [
+        pair("p0", "d1961-1"),
+        pair("p1", "d1962-0"),
+        pair("p2", "d1961-1"),
+    ];
+    write_pairs(&dir.path().join("pairs.parquet"), &rows, &prov).unwrap();
+    std::fs::write(dir.path().join("train.txt"), "d1961-1\nd1962-0\n").unwrap();
+    let grid = Grid::default();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let mut opts = options(&dir.path().join("emb.parquet"), &a, grid.clone());
+    opts.train = Some(TrainDocs::Pairs(dir.path().join("pairs.parquet")));
+    run(&opts).unwrap();
+    let mut opts = options(&dir.path().join("emb.parquet"), &b, grid);
+    opts.train = Some(TrainDocs::List(dir.path().join("train.txt")));
+    run(&opts).unwrap();
+    let (ta, tb) = (doc_table(&a), doc_table(&b));
+    assert_eq!(ta, tb);
+    // The filter mattered.
+    let key = |f: &str| {
+        (
+            "d1961-0".to_string(),
+            "1.0".to_string(),
+            f.to_string(),
+            10,
+            "1.0".to_string(),
+        )
+    };
+    assert_ne!(ta[&key("no filter")].2, ta[&key("train")].2);
+}
