@@ -715,6 +715,21 @@ fn help_names_the_retry_wait_cap_and_the_overlap_check() {
         help.contains("--min-overlap") && help.contains("[default: 0.3]"),
         "{help}"
     );
+    // A wait that is no duration is bad input (exit 2), not a panic.
+    let output = Command::new(env!("CARGO_BIN_EXE_paraphrase-gen"))
+        .args([
+            "--pairs",
+            "p.parquet",
+            "--out",
+            "o.parquet",
+            "--max-retry-wait=-1",
+        ])
+        .env("OPENAI_API_KEY", KEY)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--max-retry-wait -1"), "{stderr}");
 }
 
 #[test]
