@@ -163,12 +163,16 @@ def train_st(cfg, args, pairs, lrs):
     weight decay and our per-step learning rates, gradient clipping at 1.0, bf16 autocast on GPU,
     seed 42, the pairs in a seeded shuffled order."""
     import torch
-    from sentence_transformers import SentenceTransformer, losses
+    from sentence_transformers import SentenceTransformer
+    try:  # sentence-transformers 6 moved the losses
+        from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    except ImportError:
+        from sentence_transformers.losses import MultipleNegativesRankingLoss
     torch.manual_seed(42)
     dev = "cuda" if cfg["device"].startswith("cuda") else "cpu"
     model = SentenceTransformer(args.model, device=dev)
     model.max_seq_length = cfg["seq"]
-    loss_fn = losses.MultipleNegativesRankingLoss(model, scale=20.0)
+    loss_fn = MultipleNegativesRankingLoss(model, scale=20.0)
     opt = torch.optim.AdamW(model.parameters(), lr=lrs[0] if lrs else 2e-5, weight_decay=0.01)
     order = np.random.default_rng(42).permutation(len(pairs))
     b = cfg["batch"]
@@ -186,15 +190,17 @@ def train_st(cfg, args, pairs, lrs):
             t0 = time.perf_counter()
         for g in opt.param_groups:
             g["lr"] = lrs[step] if step < len(lrs) else lrs[-1]
-        feats = [model.tokenize([p[k] for p in batch]) for k in (0, 1)]
-        feats = [{k: v.to(dev) for k, v in f.items()} for f in feats]
+        # sentence-transformers 6 renamed tokenize to preprocess.
+        tokenize = getattr(model, "preprocess", None) or model.tokenize
+        feats = [tokenize([p[k] for p in batch]) for k in (0, 1)]
+        feats = [{k: v.to(dev) if hasattr(v, "to") else v for k, v in f.items()} for f in feats]
         with torch.autocast(dev, dtype=torch.bfloat16, enabled=dev == "cuda"):
             loss = loss_fn(feats, None)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        curve.append(float(loss))
+        curve.append(loss.item())
         if t0 is not None:
             timed += len(batch)
     if dev == "cuda":
@@ -282,9 +288,15 @@ def main():
             for prec in cfg["train_precisions"]:
                 res["ours"][prec] = train_ours(cfg, args, work, pairs_file, prec)
             lrs = res["ours"][cfg["train_precisions"][0]]["lr"]
-            res["sentence_transformers"] = (train_st(cfg, args, pairs, lrs) if st_available()
-                                            else "skipped: sentence-transformers is not installed")
-            return res, True
+            if not st_available():
+                res["sentence_transformers"] = "skipped: sentence-transformers is not installed"
+                return res, True
+            try:  # our numbers stay in the report if the other side fails
+                res["sentence_transformers"] = train_st(cfg, args, pairs, lrs)
+                return res, True
+            except Exception as e:  # noqa: BLE001
+                res["sentence_transformers"] = {"error": repr(e)}
+                return res, False
 
         parts += [("training", training), ("embedding", lambda: (embedding(cfg, args, work, corpus, texts), True))]
         for name, f in parts:
@@ -326,10 +338,11 @@ def print_table(r):
         print(f"\n| training ({t['pairs']} pairs, batch {t['batch']} × {t['max_seq_length']} tokens) | pairs/s | peak GPU MiB |\n|---|---|---|")
         for prec, v in t["ours"].items():
             print(f"| strata {prec} | {fmt(v['pairs_per_second'], '.1f')} | {fmt(v['peak_gpu_mib'], '.0f')} |")
-        if isinstance(st, dict):
+        st_ok = isinstance(st, dict) and "error" not in st
+        if st_ok:
             print(f"| sentence-transformers {st['precision']} | {fmt(st['pairs_per_second'], '.1f')} | {fmt(st['peak_gpu_mib'], '.0f')} |")
         curves = {f"strata {p}": v["loss"] for p, v in t["ours"].items()}
-        if isinstance(st, dict):
+        if st_ok:
             curves["sentence-transformers"] = st["loss"]
         print("\n| step | " + " | ".join(curves) + " |\n|---|" + "---|" * len(curves))
         for i in range(max(len(c) for c in curves.values())):
@@ -349,6 +362,8 @@ def print_table(r):
             print(f"\n{name} FAILED: {r[name]['error']}")
         elif isinstance(r.get(name, {}).get("sentence_transformers"), str):
             print(f"\n{name}: sentence-transformers {r[name]['sentence_transformers']}")
+        elif "error" in (r.get(name, {}).get("sentence_transformers") or {}):
+            print(f"\n{name}: sentence-transformers FAILED: {r[name]['sentence_transformers']['error']}")
     print(f"\n{'ok' if r['ok'] else 'FAILED'} in {r['seconds']:.0f} s")
 
 
