@@ -73,7 +73,7 @@ cargo=(cargo build --release --features cuda --target-dir target/cuda)
 
 # 1. Everything but the final link: the libraries' object code says which driver symbols the
 #    binaries reference.
-"${cargo[@]}" -p common
+"${cargo[@]}" -p apply-model -p tune-embeddings --lib
 deps=target/cuda/release/deps
 symbols=$(for r in "$deps"/lib*.rlib; do nm -u --format=just-symbols "$r" 2>/dev/null; done \
   | grep -E '^cu[A-Z][A-Za-z0-9_]*$' | sort -u)
