@@ -66,12 +66,8 @@ pub struct Report {
 }
 
 pub fn run(opts: &Options) -> Result<Report> {
-    if let Some((task, tasks)) = opts.task {
-        if tasks == 0 || task >= tasks {
-            return Err(Error::Invalid(format!(
-                "shard {task} of {tasks} does not exist"
-            )));
-        }
+    if let Some((_, tasks)) = opts.task {
+        shards::check_array(tasks, None).map_err(Error::Invalid)?;
     }
     let device = parse_device(&opts.device)?;
     let encoder = SentenceEncoder::load_with_dtype(&opts.model, &device, opts.precision.dtype())?;

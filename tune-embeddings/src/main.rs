@@ -20,6 +20,14 @@ enum LossArg {
     Cosent,
 }
 
+/// `--version`: the version and the build's features; `slurm plan` reads "cuda" here before
+/// it queues a GPU stage.
+const VERSION: &str = if cfg!(feature = "cuda") {
+    concat!(env!("CARGO_PKG_VERSION"), " (features: cuda)")
+} else {
+    concat!(env!("CARGO_PKG_VERSION"), " (features: cpu only)")
+};
+
 /// Fine-tune a sentence-transformers model on training pairs.
 ///
 /// Training data is one of --pairs (select-pairs / paraphrase-gen output), --jsonl
@@ -34,7 +42,7 @@ enum LossArg {
 ///
 /// Reference workflow values, where our defaults differ: 9 epochs, batch 80, lr 5e-5.
 #[derive(Parser)]
-#[command(version, verbatim_doc_comment)]
+#[command(version = VERSION, verbatim_doc_comment)]
 struct Args {
     /// Base model folder (sentence-transformers layout; BERT or RoBERTa), e.g. models/all-MiniLM-L6-v2.
     #[arg(long)]
