@@ -35,12 +35,11 @@ cargo fmt --all --check
 echo "==> cargo clippy" >&2
 cargo clippy --workspace --all-targets --release -- -D warnings
 
-# No GPU here: the CUDA binaries are built and linked (NVIDIA's compiler and libraries from
-# PyPI, a generated stub for the driver), their NEEDED libraries checked, not run on a GPU.
-echo "==> --features cuda builds and links" >&2
-t0=$(date +%s)
-bash scripts/build-cuda.sh
-echo "CUDA build: $(( $(date +%s) - t0 )) s" >&2
+# No GPU here: the CUDA build is compiled and linted, not run (NVIDIA's compiler from PyPI).
+# scripts/build-cuda.sh (build + link against a generated driver stub) is not run here yet:
+# it has not been run to completion on a CI-sized machine (see README, GPU).
+echo "==> --features cuda compiles" >&2
+bash scripts/check-cuda.sh
 
 echo "==> cargo test" >&2
 log=$(mktemp)
