@@ -59,12 +59,62 @@ pub mod embeddings {
     pub const ITEM: &str = "item";
 }
 
+/// `embedding_map`: 2-D coordinates of a sample of chunks (the report's PCA maps), one file per
+/// model, in the column names embedding-atlas and similar tools take.
+pub mod map {
+    pub const TABLE: &str = "embedding_map";
+    pub const DOC_ID: &str = "doc_id";
+    pub const CHUNK_IDX: &str = "chunk_idx";
+    pub const YEAR: &str = "year";
+    /// First principal component (float32, PCA units).
+    pub const X: &str = "x";
+    /// Second principal component.
+    pub const Y: &str = "y";
+}
+
 /// `ids`: the keys of an exported embedding matrix (`.npy`), row for row.
 pub mod ids {
     pub const TABLE: &str = "ids";
     pub const DOC_ID: &str = "doc_id";
     pub const CHUNK_IDX: &str = "chunk_idx";
     pub const YEAR: &str = "year";
+}
+
+/// `precocity documents`: one row per (document, fraction compared, filter, time radius,
+/// chunks used), with the reference workflow's column names
+/// (Historical-AI-Lab/novelty, `calc_precocity_for_embeddings.py`), so its notebooks read it.
+pub mod precocity_documents {
+    pub const TABLE: &str = "precocity_documents";
+    pub const DOCID: &str = "docid";
+    /// The document's year (the centre year).
+    pub const DATE: &str = "date";
+    pub const NUM_CHUNKS: &str = "num_chunks";
+    /// f: each (chunk, year) mean is over the ⌈f·N⌉ closest of the N comparison chunks.
+    pub const FRACTION_COMPARED: &str = "fraction_compared";
+    /// The exclusion filter: `no filter`, `train`, `trainauth`, `trainauthquote`.
+    pub const FILTERED: &str = "filtered";
+    /// r: novelty over years −r…−1, transience over +1…+r.
+    pub const TIME_RADIUS: &str = "time_radius";
+    /// a: the mean is over the ⌈a·n⌉ most precocious of the document's n chunks.
+    pub const CHUNKS_USED: &str = "chunks_used";
+    pub const PRECOCITY: &str = "precocity";
+    pub const NOVELTY: &str = "novelty";
+    pub const TRANSIENCE: &str = "transience";
+}
+
+/// `precocity chunks`: one row per (chunk, fraction compared, filter, time radius), so a reader
+/// can find the most precocious passages; measures as in [`precocity_documents`].
+pub mod precocity_chunks {
+    pub const TABLE: &str = "precocity_chunks";
+    pub const DOC_ID: &str = "doc_id";
+    pub const CHUNK_IDX: &str = "chunk_idx";
+    pub const YEAR: &str = "year";
+    pub const FRACTION_COMPARED: &str = super::precocity_documents::FRACTION_COMPARED;
+    pub const FILTERED: &str = super::precocity_documents::FILTERED;
+    pub const TIME_RADIUS: &str = super::precocity_documents::TIME_RADIUS;
+    pub const PRECOCITY: &str = super::precocity_documents::PRECOCITY;
+    pub const NOVELTY: &str = super::precocity_documents::NOVELTY;
+    pub const TRANSIENCE: &str = super::precocity_documents::TRANSIENCE;
 }
 
 /// Pair categories, as written in the `category` column.
@@ -171,6 +221,16 @@ pub fn embeddings_schema(dim: usize) -> SchemaRef {
         Field::new(CHUNK_IDX, DataType::Int32, false),
         Field::new(YEAR, DataType::Int32, false),
         Field::new(EMBEDDING, embedding_type(dim), false),
+    ]))
+}
+
+pub fn map_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(map::DOC_ID, DataType::Utf8, false),
+        Field::new(map::CHUNK_IDX, DataType::Int32, false),
+        Field::new(map::YEAR, DataType::Int32, false),
+        Field::new(map::X, DataType::Float32, false),
+        Field::new(map::Y, DataType::Float32, false),
     ]))
 }
 
