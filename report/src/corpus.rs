@@ -138,7 +138,13 @@ pub fn scan(
         if let Some((tok, lower)) = &tokenizer {
             let inputs: Vec<String> = to_tokenize
                 .iter()
-                .map(|t| if *lower { t.to_lowercase() } else { t.to_string() })
+                .map(|t| {
+                    if *lower {
+                        t.to_lowercase()
+                    } else {
+                        t.to_string()
+                    }
+                })
                 .collect();
             let enc = tok.0.encode_batch(inputs, true).map_err(|e| Error::Input {
                 path: base_model.unwrap_or(Path::new("")).into(),
@@ -267,11 +273,12 @@ pub fn section(scan: Option<&CorpusScan>, inputs: &RunInputs) -> Result<Section>
             &format!("Documents and chunks per {per}"),
             &format!("{per} (start year)"),
             width,
-            &[("documents", docs.as_slice()), ("chunks", chunks.as_slice())],
+            &[
+                ("documents", docs.as_slice()),
+                ("chunks", chunks.as_slice()),
+            ],
         )?,
-        caption: format!(
-            "Documents (by the year of their first chunk) and chunks per {per}."
-        ),
+        caption: format!("Documents (by the year of their first chunk) and chunks per {per}."),
     }];
     h.push_str("{fig:corpus-per-year}");
     let rows: Vec<Vec<String>> = bins
@@ -393,7 +400,10 @@ mod tests {
     fn wilson_interval_matches_hand_computed_values() {
         // 10 of 100: 0.0552–0.1744 (Wilson 1927, z = 1.96).
         let (lo, hi) = wilson(10, 100);
-        assert!((lo - 0.0552).abs() < 1e-4 && (hi - 0.1744).abs() < 1e-4, "{lo} {hi}");
+        assert!(
+            (lo - 0.0552).abs() < 1e-4 && (hi - 0.1744).abs() < 1e-4,
+            "{lo} {hi}"
+        );
         assert_eq!(wilson(0, 0), (0.0, 1.0));
         assert_eq!(wilson(0, 50).0, 0.0);
     }

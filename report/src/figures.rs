@@ -229,7 +229,11 @@ pub fn lines(
     let pts = || series.iter().flat_map(|(_, p)| p.iter());
     let (x0, x1) = pts().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
     let (y0, y1) = pts().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
-    let (x0, x1) = if x0 < x1 { (x0, x1) } else { (x0 - 1.0, x0 + 1.0) };
+    let (x0, x1) = if x0 < x1 {
+        (x0, x1)
+    } else {
+        (x0 - 1.0, x0 + 1.0)
+    };
     let pad = ((y1 - y0) * 0.08).max(1e-6);
     let (y0, y1) = if y0 <= y1 {
         (y0 - pad, y1 + pad)

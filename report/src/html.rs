@@ -158,12 +158,7 @@ pub fn page(inputs: &RunInputs, sections: &[Section]) -> String {
     for sec in sections {
         match sec.note() {
             None => {
-                let _ = writeln!(
-                    s,
-                    "<li><a href=\"#{}\">{}</a></li>",
-                    sec.id,
-                    esc(sec.title)
-                );
+                let _ = writeln!(s, "<li><a href=\"#{}\">{}</a></li>", sec.id, esc(sec.title));
             }
             Some(note) => {
                 let _ = writeln!(

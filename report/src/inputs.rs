@@ -50,7 +50,10 @@ impl RunInputs {
             return Err(Error::input(dir, "run folder not found"));
         }
         let existing = |rel: &str| Some(dir.join(rel)).filter(|p| p.is_file());
-        for (given, what) in [(&opts.corpus, "--corpus"), (&opts.base_model, "--base-model")] {
+        for (given, what) in [
+            (&opts.corpus, "--corpus"),
+            (&opts.base_model, "--base-model"),
+        ] {
             if let Some(p) = given.as_ref().filter(|p| !p.exists()) {
                 return Err(Error::input(p, format!("{what} not found")));
             }

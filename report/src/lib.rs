@@ -123,7 +123,10 @@ pub fn run(opts: &Options) -> Result<Report> {
     }
     let inputs = RunInputs::discover(opts)?;
     let precocity = inputs.precocity.as_ref().map(precocity::load).transpose()?;
-    let wanted = precocity.as_ref().map(|p| p.top_chunks()).unwrap_or_default();
+    let wanted = precocity
+        .as_ref()
+        .map(|p| p.top_chunks())
+        .unwrap_or_default();
     let scan = inputs
         .corpus
         .as_ref()

@@ -48,15 +48,13 @@ pub struct MapFile {
 impl MapFile {
     /// Writes the table (atomically, with provenance); returns the row count.
     pub fn write(&self, path: &Path, provenance: &Provenance) -> Result<u64> {
-        let mut w = TableWriter::create(
-            path,
-            schema::map_schema(),
-            schema::map::TABLE,
-            provenance,
-        )?;
+        let mut w =
+            TableWriter::create(path, schema::map_schema(), schema::map::TABLE, provenance)?;
         let r = &self.rows;
         let cols: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(r.iter().map(|m| m.doc_id.as_str()))),
+            Arc::new(StringArray::from_iter_values(
+                r.iter().map(|m| m.doc_id.as_str()),
+            )),
             Arc::new(Int32Array::from_iter_values(r.iter().map(|m| m.chunk_idx))),
             Arc::new(Int32Array::from_iter_values(r.iter().map(|m| m.year))),
             Arc::new(Float32Array::from_iter_values(r.iter().map(|m| m.x))),
@@ -143,7 +141,13 @@ fn sample(
         return Ok(scan
             .sample
             .iter()
-            .map(|s| ((s.doc_id.clone(), s.chunk_idx), s.year, Some(s.text.clone())))
+            .map(|s| {
+                (
+                    (s.doc_id.clone(), s.chunk_idx),
+                    s.year,
+                    Some(s.text.clone()),
+                )
+            })
             .collect());
     }
     let mut heap: BinaryHeap<(u64, String, i32, i32)> = BinaryHeap::new();
@@ -226,7 +230,10 @@ pub fn section(inputs: &RunInputs, scan: Option<&CorpusScan>, opts: &Options) ->
     if have_base {
         let base = inputs.base_model.as_deref().expect("checked");
         let texts: Vec<&str> = sample.iter().filter_map(|s| s.2.as_deref()).collect();
-        tracing::info!("embedding {} sampled chunks with the base model", texts.len());
+        tracing::info!(
+            "embedding {} sampled chunks with the base model",
+            texts.len()
+        );
         let encoder = SentenceEncoder::load(base, &candle_core::Device::Cpu)?;
         let vectors = encoder.embed(&texts, 32)?;
         let years: Vec<i32> = sample.iter().map(|s| s.1).collect();
@@ -277,8 +284,14 @@ pub fn section(inputs: &RunInputs, scan: Option<&CorpusScan>, opts: &Options) ->
         .iter()
         .map(|m| figures::MapPanel {
             label: m.label,
-            x_label: format!("PC1 ({:.1} % of variance)", 100.0 * m.projection.explained[0]),
-            y_label: format!("PC2 ({:.1} % of variance)", 100.0 * m.projection.explained[1]),
+            x_label: format!(
+                "PC1 ({:.1} % of variance)",
+                100.0 * m.projection.explained[0]
+            ),
+            y_label: format!(
+                "PC2 ({:.1} % of variance)",
+                100.0 * m.projection.explained[1]
+            ),
             points: &m.projection.points,
             centroids: &[],
             centroid_label: format!("centroids per {per}"),
@@ -308,7 +321,8 @@ pub fn section(inputs: &RunInputs, scan: Option<&CorpusScan>, opts: &Options) ->
         &panels,
     )?;
     let mut h = String::new();
-    let _ = writeln!(
+    let _ =
+        writeln!(
         h,
         "<p>A seeded sample of <span class=\"map-sample\">{}</span> chunks (seed {}), embedded \
          by the {}, each projected to two dimensions by PCA. Each axis's sign is chosen so that it \

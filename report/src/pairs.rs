@@ -75,8 +75,8 @@ struct SelectReport {
 
 fn read_report(path: &Path) -> Result<SelectReport> {
     let bytes = std::fs::read(path).map_err(|e| common::Error::io(path, e))?;
-    let v: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::input(path, format!("not JSON: {e}")))?;
+    let v: Value =
+        serde_json::from_slice(&bytes).map_err(|e| Error::input(path, format!("not JSON: {e}")))?;
     let mut per_year = BTreeMap::new();
     if let Some(years) = v.get("per_year").and_then(Value::as_object) {
         for (y, c) in years {
@@ -107,10 +107,18 @@ pub fn section(inputs: &RunInputs) -> Result<Section> {
     const ID: &str = "pairs";
     const TITLE: &str = "Pairs";
     let Some(pairs_path) = &inputs.pairs else {
-        return Ok(Section::missing(ID, TITLE, format!("no {PAIRS} in the run folder")));
+        return Ok(Section::missing(
+            ID,
+            TITLE,
+            format!("no {PAIRS} in the run folder"),
+        ));
     };
     let pairs = count(pairs_path)?;
-    let report = inputs.pairs_report.as_deref().map(read_report).transpose()?;
+    let report = inputs
+        .pairs_report
+        .as_deref()
+        .map(read_report)
+        .transpose()?;
     let mut h = String::new();
     let mut figures = Vec::new();
     let _ = writeln!(
@@ -125,7 +133,10 @@ pub fn section(inputs: &RunInputs) -> Result<Section> {
     );
 
     // Per category (rows) × year bin (columns would be too many): one row per category.
-    let years = pairs.per_category_year.values().flat_map(|m| m.keys().copied());
+    let years = pairs
+        .per_category_year
+        .values()
+        .flat_map(|m| m.keys().copied());
     let width = year_bin_width(years);
     let per = bin_name(width);
     let mut cat_rows = Vec::new();
@@ -165,7 +176,10 @@ pub fn section(inputs: &RunInputs) -> Result<Section> {
                     &format!("{per} (start year)"),
                     "pairs",
                     width,
-                    [("before the cap", before.as_slice()), ("after the cap", after.as_slice())],
+                    [
+                        ("before the cap", before.as_slice()),
+                        ("after the cap", after.as_slice()),
+                    ],
                 )?,
                 caption: format!(
                     "Pairs selected per {per} before the per-year cap (light) and kept after it \
@@ -288,7 +302,10 @@ fn paraphrase_part(inputs: &RunInputs, pairs: &PairCounts) -> Result<String> {
             .iter()
             .map(|(r, n)| vec![format!("finish reason {r}"), n.to_string()]),
     );
-    rows.push(vec!["prompt tokens".into(), filled.prompt_tokens.to_string()]);
+    rows.push(vec![
+        "prompt tokens".into(),
+        filled.prompt_tokens.to_string(),
+    ]);
     rows.push(vec![
         "completion tokens".into(),
         filled.completion_tokens.to_string(),

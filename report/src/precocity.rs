@@ -27,7 +27,7 @@ const OPENING_WORDS: usize = 30;
 
 /// A precocity setting, as written in both tables (floats compared by their bits: the stage
 /// writes the same values in every row of a setting).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Setting {
     pub filtered: String,
     pub time_radius: i32,
@@ -151,7 +151,9 @@ fn each_document(
 }
 
 /// Reads both tables (streamed twice: settings, then the chosen one's rows).
-pub fn load((docs_path, chunks_path): &(std::path::PathBuf, std::path::PathBuf)) -> Result<Precocity> {
+pub fn load(
+    (docs_path, chunks_path): &(std::path::PathBuf, std::path::PathBuf),
+) -> Result<Precocity> {
     let mut settings: BTreeMap<Setting, (u64, u64)> = BTreeMap::new();
     each_document(docs_path, |s, _, _, p, _, _| {
         let e = settings.entry(s).or_default();
@@ -163,12 +165,7 @@ pub fn load((docs_path, chunks_path): &(std::path::PathBuf, std::path::PathBuf))
         .iter()
         .max_by(|a, b| a.1 .0.cmp(&b.1 .0).then_with(|| b.0.cmp(a.0)))
         .map(|(s, _)| s.clone())
-        .unwrap_or(Setting {
-            filtered: String::new(),
-            time_radius: 0,
-            fraction_compared: 0,
-            chunks_used: 0,
-        });
+        .unwrap_or_default();
     let mut documents = Vec::new();
     each_document(docs_path, |s, d, y, p, n, t| {
         if s == setting {
@@ -326,13 +323,16 @@ pub fn section(
     h.push_str(&html::data_table(
         &format!("Data: precocity per {per} (quartiles, nearest rank)"),
         "precocity-per-decade",
-        &[per, "documents", "25th percentile", "median", "75th percentile"],
+        &[
+            per,
+            "documents",
+            "25th percentile",
+            "median",
+            "75th percentile",
+        ],
         &rows,
     ));
-    let _ = writeln!(
-        h,
-        "<h3>The {TOP} most precocious documents</h3>"
-    );
+    let _ = writeln!(h, "<h3>The {TOP} most precocious documents</h3>");
     let top_rows: Vec<Vec<String>> = pre
         .top()
         .iter()

@@ -120,7 +120,11 @@ pub fn read_log(model: &Path) -> Result<TrainingLog> {
                 log.best = Some((metric.to_string(), step));
             }
         }
-        flatten_text("", v.get("options").unwrap_or(&Value::Null), &mut log.settings);
+        flatten_text(
+            "",
+            v.get("options").unwrap_or(&Value::Null),
+            &mut log.settings,
+        );
         for k in ["steps", "total_steps", "warmup_steps"] {
             if let Some(x) = v.get(k).filter(|x| !x.is_null()) {
                 log.settings.insert(k.to_string(), x.to_string());
@@ -259,7 +263,13 @@ pub fn section(inputs: &RunInputs) -> Result<Section> {
     }
     if let Some((base, tuned)) = log.base_and_tuned() {
         h.push_str("<h3>Base model vs tuned model (held-out)</h3>\n");
-        h.push_str(&comparison_table(&log, base, tuned, |_| true, "training-comparison"));
+        h.push_str(&comparison_table(
+            &log,
+            base,
+            tuned,
+            |_| true,
+            "training-comparison",
+        ));
     }
     if !log.evals.is_empty() {
         let mut keys: Vec<&String> = log.evals.iter().flat_map(|e| e.metrics.keys()).collect();
@@ -272,7 +282,10 @@ pub fn section(inputs: &RunInputs) -> Result<Section> {
             .iter()
             .map(|e| {
                 let mut row = vec![e.step.to_string()];
-                row.extend(keys.iter().map(|k| html::num(e.metrics.get(*k).copied(), 4)));
+                row.extend(
+                    keys.iter()
+                        .map(|k| html::num(e.metrics.get(*k).copied(), 4)),
+                );
                 row
             })
             .collect();
@@ -283,7 +296,9 @@ pub fn section(inputs: &RunInputs) -> Result<Section> {
             .filter(|(_, e)| Some(e.step) == best_step)
             .map(|(i, _)| i)
             .collect();
-        h.push_str("<h3>Every evaluation</h3>\n<p>The saved checkpoint's row is marked \u{2605}.</p>\n");
+        h.push_str(
+            "<h3>Every evaluation</h3>\n<p>The saved checkpoint's row is marked \u{2605}.</p>\n",
+        );
         h.push_str(&html::table("training-evals", &header, &rows, &marked));
     }
     if !log.settings.is_empty() {
@@ -393,7 +408,13 @@ pub fn time_section(inputs: &RunInputs) -> Result<Section> {
         "<p>Held-out time measures of the base model and the tuned (saved) model: how far the \
          years of a chunk's nearest neighbours are from its own.</p>\n",
     );
-    h.push_str(&comparison_table(&log, base, tuned, is_time_measure, "time-measures"));
+    h.push_str(&comparison_table(
+        &log,
+        base,
+        tuned,
+        is_time_measure,
+        "time-measures",
+    ));
     Ok(Section {
         id: ID,
         title: TITLE,
@@ -449,7 +470,10 @@ mod tests {
     #[test]
     fn long_loss_curves_are_thinned_to_means() {
         let pts: Vec<(u64, f64)> = (1..=10).map(|s| (s, s as f64)).collect();
-        assert_eq!(thin(&pts, 5), [(1.5, 1.5), (3.5, 3.5), (5.5, 5.5), (7.5, 7.5), (9.5, 9.5)]);
+        assert_eq!(
+            thin(&pts, 5),
+            [(1.5, 1.5), (3.5, 3.5), (5.5, 5.5), (7.5, 7.5), (9.5, 9.5)]
+        );
         assert_eq!(thin(&pts, 20).len(), 10);
     }
 }

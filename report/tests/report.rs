@@ -128,8 +128,8 @@ fn write_embeddings(run: &Path, corpus: &[ChunkRow], seed: u64) {
     let mut order: Vec<&ChunkRow> = corpus.iter().collect();
     order.sort_by_key(|c| sample_key(seed, &c.doc_id, c.chunk_idx));
     let chosen = &order[..MAP_SAMPLE + 10];
-    let encoder = SentenceEncoder::load(&common::testing::base_model(), &candle_core::Device::Cpu)
-        .unwrap();
+    let encoder =
+        SentenceEncoder::load(&common::testing::base_model(), &candle_core::Device::Cpu).unwrap();
     let texts: Vec<&str> = chosen.iter().map(|c| c.text.as_str()).collect();
     let vectors = encoder.embed(&texts, 16).unwrap();
     let dim = encoder.dim();
@@ -182,32 +182,35 @@ fn write_precocity(run: &Path, corpus: &[ChunkRow]) -> Vec<(String, i32, Option<
         f(pd::TRANSIENCE, DataType::Float64, true),
     ]));
     // Setting A (shown): every document; setting B: only the first ten, all defined.
-    let mut cols: Vec<Vec<(String, i32, String, i32, Option<f64>)>> = Vec::new();
-    cols.push(
+    let cols: Vec<Vec<(String, i32, String, i32, Option<f64>)>> = vec![
         shown
             .iter()
             .map(|(d, y, p)| (d.clone(), *y, "train".to_string(), 20, *p))
             .collect(),
-    );
-    cols.push(
         shown[..10]
             .iter()
             .map(|(d, y, _)| (d.clone(), *y, "no filter".to_string(), 10, Some(9.0)))
             .collect(),
-    );
+    ];
     let rows: Vec<_> = cols.into_iter().flatten().collect();
     let batch = arrow::array::RecordBatch::try_new(
         doc_schema.clone(),
         vec![
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0.as_str()))) as ArrayRef,
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.0.as_str()),
+            )) as ArrayRef,
             Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.1))),
             Arc::new(Int32Array::from_iter_values(rows.iter().map(|_| 3))),
             Arc::new(Float64Array::from_iter_values(rows.iter().map(|_| 0.05))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2.as_str()))),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.2.as_str()),
+            )),
             Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.3))),
             Arc::new(Float64Array::from_iter_values(rows.iter().map(|_| 1.0))),
             Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.4))),
-            Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.4.map(|p| p + 1.0)))),
+            Arc::new(Float64Array::from_iter(
+                rows.iter().map(|r| r.4.map(|p| p + 1.0)),
+            )),
             Arc::new(Float64Array::from_iter(rows.iter().map(|_| Some(1.0)))),
         ],
     )
@@ -235,12 +238,17 @@ fn write_precocity(run: &Path, corpus: &[ChunkRow]) -> Vec<(String, i32, Option<
     let batch = arrow::array::RecordBatch::try_new(
         chunk_schema,
         vec![
-            Arc::new(StringArray::from_iter_values(corpus.iter().map(|c| c.doc_id.as_str())))
-                as ArrayRef,
-            Arc::new(Int32Array::from_iter_values(corpus.iter().map(|c| c.chunk_idx))),
+            Arc::new(StringArray::from_iter_values(
+                corpus.iter().map(|c| c.doc_id.as_str()),
+            )) as ArrayRef,
+            Arc::new(Int32Array::from_iter_values(
+                corpus.iter().map(|c| c.chunk_idx),
+            )),
             Arc::new(Int32Array::from_iter_values(corpus.iter().map(|c| c.year))),
             Arc::new(Float64Array::from_iter_values(corpus.iter().map(|_| 0.05))),
-            Arc::new(StringArray::from_iter_values(corpus.iter().map(|_| "train"))),
+            Arc::new(StringArray::from_iter_values(
+                corpus.iter().map(|_| "train"),
+            )),
             Arc::new(Int32Array::from_iter_values(corpus.iter().map(|_| 20))),
             Arc::new(Float64Array::from_iter(cp.iter().copied())),
             Arc::new(Float64Array::from_iter(cp.iter().copied())),
@@ -268,10 +276,7 @@ fn parse(html: &str) -> roxmltree::Document<'_> {
     roxmltree::Document::parse_with_options(html, opts).expect("index.html is well-formed XML")
 }
 
-fn by_class<'a, 'i>(
-    doc: &'a roxmltree::Document<'i>,
-    class: &str,
-) -> Vec<roxmltree::Node<'a, 'i>> {
+fn by_class<'a, 'i>(doc: &'a roxmltree::Document<'i>, class: &str) -> Vec<roxmltree::Node<'a, 'i>> {
     doc.descendants()
         .filter(|n| {
             n.attribute("class")
@@ -348,7 +353,14 @@ fn every_section_shows_the_numbers_of_its_inputs() {
     );
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
     let doc = parse(&html);
-    for id in ["corpus", "pairs", "training", "embeddings", "time", "precocity"] {
+    for id in [
+        "corpus",
+        "pairs",
+        "training",
+        "embeddings",
+        "time",
+        "precocity",
+    ] {
         assert_eq!(section_note(&doc, id), None, "section {id} is shown");
     }
     // Self-contained: no script, nothing fetched.
@@ -393,7 +405,14 @@ fn every_section_shows_the_numbers_of_its_inputs() {
     assert_eq!(hist, corpus.len() as u64);
     let truncated: u64 = table(&doc, "corpus-token-lengths")
         .iter()
-        .filter(|r| r[0].split('\u{2013}').next().unwrap().parse::<u32>().unwrap() >= 256)
+        .filter(|r| {
+            r[0].split('\u{2013}')
+                .next()
+                .unwrap()
+                .parse::<u32>()
+                .unwrap()
+                >= 256
+        })
         .map(|r| r[1].parse::<u64>().unwrap())
         .sum();
     assert!(truncated > 0, "the sample has chunks over 256 tokens");
@@ -406,8 +425,14 @@ fn every_section_shows_the_numbers_of_its_inputs() {
         .filter(|p| p.category == Category::RandomPair)
         .count();
     let cats = table(&doc, "pairs-per-category");
-    assert_eq!(cats[0][..2], ["successive".to_string(), (pairs.len() - random).to_string()]);
-    assert_eq!(cats[1][..2], ["random-pair".to_string(), random.to_string()]);
+    assert_eq!(
+        cats[0][..2],
+        ["successive".to_string(), (pairs.len() - random).to_string()]
+    );
+    assert_eq!(
+        cats[1][..2],
+        ["random-pair".to_string(), random.to_string()]
+    );
     let mut cap: BTreeMap<i32, (u64, u64)> = BTreeMap::new();
     let mut years: BTreeMap<i32, u64> = BTreeMap::new();
     for p in &pairs {
@@ -462,10 +487,8 @@ fn every_section_shows_the_numbers_of_its_inputs() {
     for file in ["map-base.parquet", "map-tuned.parquet"] {
         let got = read_map(&out.join(file));
         assert_eq!(got.len(), MAP_SAMPLE, "{file}");
-        let keys: BTreeMap<(String, i32), i32> = got
-            .iter()
-            .map(|r| ((r.0.clone(), r.1), r.2))
-            .collect();
+        let keys: BTreeMap<(String, i32), i32> =
+            got.iter().map(|r| ((r.0.clone(), r.1), r.2)).collect();
         assert_eq!(keys, want, "{file}");
     }
     let map_svg = std::fs::read_to_string(out.join("embeddings-map.svg")).unwrap();
@@ -482,18 +505,24 @@ fn every_section_shows_the_numbers_of_its_inputs() {
     );
     for (b, t) in base.iter().zip(&tuned) {
         assert_eq!(b.0, t.0);
-        assert!((b.3 - t.3).abs() < 1e-3 && (b.4 - t.4).abs() < 1e-3, "{b:?} vs {t:?}");
+        assert!(
+            (b.3 - t.3).abs() < 1e-3 && (b.4 - t.4).abs() < 1e-3,
+            "{b:?} vs {t:?}"
+        );
     }
 
     // Precocity: the shown setting, the top document and its most precocious (last) chunk.
     let defined: Vec<&(String, i32, Option<f64>)> =
         precocity.iter().filter(|p| p.2.is_some()).collect();
-    assert_eq!(value(&doc, "precocity-documents"), defined.len().to_string());
+    assert_eq!(
+        value(&doc, "precocity-documents"),
+        defined.len().to_string()
+    );
     let top = defined
         .iter()
         .max_by(|a, b| a.2.unwrap().total_cmp(&b.2.unwrap()))
         .unwrap();
-    let last_chunk = corpus.iter().filter(|c| c.doc_id == top.0).last().unwrap();
+    let last_chunk = corpus.iter().rfind(|c| c.doc_id == top.0).unwrap();
     let rows = table(&doc, "precocity-top");
     assert_eq!(rows.len(), 20);
     assert_eq!(rows[0][1], top.0);
@@ -501,7 +530,11 @@ fn every_section_shows_the_numbers_of_its_inputs() {
     assert_eq!(rows[0][3], format!("{:.4}", top.2.unwrap()));
     let opening: Vec<&str> = last_chunk.text.split_whitespace().take(30).collect();
     assert!(
-        rows[0][6].starts_with(&format!("[chunk {}] {}", last_chunk.chunk_idx, opening.join(" "))),
+        rows[0][6].starts_with(&format!(
+            "[chunk {}] {}",
+            last_chunk.chunk_idx,
+            opening.join(" ")
+        )),
         "{}",
         rows[0][6]
     );
@@ -535,17 +568,42 @@ fn every_section_shows_the_numbers_of_its_inputs() {
 fn read_map(path: &Path) -> Vec<(String, i32, i32, f32, f32)> {
     use arrow::array::{Array, Float32Array};
     let file = std::fs::File::open(path).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024).unwrap();
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024).unwrap();
     let mut rows = Vec::new();
     for b in reader {
         let b = b.unwrap();
-        let s = |i: usize| b.column(i).as_any().downcast_ref::<StringArray>().unwrap().clone();
-        let n = |i: usize| b.column(i).as_any().downcast_ref::<Int32Array>().unwrap().clone();
-        let f = |i: usize| b.column(i).as_any().downcast_ref::<Float32Array>().unwrap().clone();
+        let s = |i: usize| {
+            b.column(i)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .clone()
+        };
+        let n = |i: usize| {
+            b.column(i)
+                .as_any()
+                .downcast_ref::<Int32Array>()
+                .unwrap()
+                .clone()
+        };
+        let f = |i: usize| {
+            b.column(i)
+                .as_any()
+                .downcast_ref::<Float32Array>()
+                .unwrap()
+                .clone()
+        };
         let (d, c, y, x, yy) = (s(0), n(1), n(2), f(3), f(4));
         for i in 0..b.num_rows() {
             assert!(!x.is_null(i));
-            rows.push((d.value(i).to_string(), c.value(i), y.value(i), x.value(i), yy.value(i)));
+            rows.push((
+                d.value(i).to_string(),
+                c.value(i),
+                y.value(i),
+                x.value(i),
+                yy.value(i),
+            ));
         }
     }
     rows
@@ -587,16 +645,26 @@ fn missing_inputs_drop_their_sections_with_a_note() {
 #[test]
 fn bad_input_is_reported_as_such() {
     let tmp = tempfile::tempdir().unwrap();
-    let err = run(&Options::new(tmp.path().join("nope"), tmp.path().join("out"))).unwrap_err();
+    let err = run(&Options::new(
+        tmp.path().join("nope"),
+        tmp.path().join("out"),
+    ))
+    .unwrap_err();
     assert!(err.is_bad_input(), "{err}");
     let mut o = Options::new(tmp.path(), tmp.path().join("out"));
     o.corpus = Some(tmp.path().join("missing.parquet"));
     let err = run(&o).unwrap_err();
-    assert!(err.is_bad_input() && err.to_string().contains("missing.parquet"), "{err}");
+    assert!(
+        err.is_bad_input() && err.to_string().contains("missing.parquet"),
+        "{err}"
+    );
     // A metrics log that is not JSON names the file and line.
     std::fs::create_dir_all(tmp.path().join("model")).unwrap();
-    std::fs::write(tmp.path().join("model/metrics.jsonl"), "{\"kind\":\"train\"}\nnot json\n")
-        .unwrap();
+    std::fs::write(
+        tmp.path().join("model/metrics.jsonl"),
+        "{\"kind\":\"train\"}\nnot json\n",
+    )
+    .unwrap();
     let err = run(&Options::new(tmp.path(), tmp.path().join("out"))).unwrap_err();
     assert!(err.to_string().contains("metrics.jsonl: line 2"), "{err}");
     assert!(!tmp.path().join("out").exists(), "no output after an error");
@@ -639,7 +707,10 @@ fn page_renders_in_headless_chromium() {
             &format!("--window-size={w},{h}"),
             &format!("--screenshot={}", png_path.display()),
         ])
-        .arg(format!("file://{}", report.index.canonicalize().unwrap().display()))
+        .arg(format!(
+            "file://{}",
+            report.index.canonicalize().unwrap().display()
+        ))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
@@ -669,6 +740,13 @@ fn page_renders_in_headless_chromium() {
     // Text and grey bars: a few percent of the page is dark. The map's viridis dots and
     // colour bar: thousands of coloured pixels. A blank or unstyled page has neither.
     let ink_share = ink as f64 / total as f64;
-    assert!(ink_share > 0.01, "only {:.4} of the page is dark", ink_share);
-    assert!(colour > 2000, "only {colour} coloured pixels: the map did not render");
+    assert!(
+        ink_share > 0.01,
+        "only {:.4} of the page is dark",
+        ink_share
+    );
+    assert!(
+        colour > 2000,
+        "only {colour} coloured pixels: the map did not render"
+    );
 }
