@@ -195,7 +195,11 @@ pub fn page(inputs: &RunInputs, sections: &[Section]) -> String {
         );
         match &sec.content {
             Content::Missing(note) => {
-                let _ = writeln!(s, "<p class=\"note\">Not shown: {}.</p>", esc(note));
+                let _ = writeln!(
+                    s,
+                    "<p class=\"note missing-input\">Not shown: {}.</p>",
+                    esc(note)
+                );
             }
             Content::Shown { html, figures, .. } => {
                 let mut body = html.clone();

@@ -322,7 +322,7 @@ fn section_note(doc: &roxmltree::Document, id: &str) -> Option<String> {
         .find(|n| n.has_tag_name("section") && n.attribute("id") == Some(id))
         .unwrap_or_else(|| panic!("section {id}"));
     sec.children()
-        .find(|n| n.attribute("class") == Some("note"))
+        .find(|n| n.attribute("class") == Some("note missing-input"))
         .map(text_of)
 }
 
