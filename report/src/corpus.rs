@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use common::model::{ModelFolder, TextTokenizer};
+use encoder::{ModelFolder, TextTokenizer};
 use common::tables::ChunksReader;
 
 use crate::html::{self, Content, Figure, Section};

@@ -86,6 +86,9 @@ pub struct Report {
 pub enum Error {
     #[error(transparent)]
     Common(#[from] common::Error),
+    /// Loading or running the base model.
+    #[error(transparent)]
+    Encoder(#[from] encoder::Error),
     #[error("{path}: {reason}")]
     Input { path: PathBuf, reason: String },
     #[error("drawing figure {figure}: {reason}")]
@@ -101,6 +104,7 @@ impl Error {
     pub fn is_bad_input(&self) -> bool {
         match self {
             Error::Common(e) => e.is_bad_input(),
+            Error::Encoder(e) => e.is_bad_input(),
             Error::Input { .. } | Error::Invalid(_) => true,
             Error::Figure { .. } | Error::Pca(_) => false,
         }

@@ -50,7 +50,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    common::model::run_candle_ops_inline();
+    encoder::run_candle_ops_inline();
     common::progress::init_logging();
     let a = Args::parse();
     let opts = Options {

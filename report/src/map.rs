@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float32Array, Int32Array, StringArray};
-use common::model::SentenceEncoder;
+use encoder::SentenceEncoder;
 use common::parquet_io::TableWriter;
 use common::provenance::Provenance;
 use common::schema;

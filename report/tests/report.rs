@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, Int32Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use common::model::SentenceEncoder;
+use encoder::SentenceEncoder;
 use common::provenance::Provenance;
 use common::schema::{precocity_chunks as pc, precocity_documents as pd, Category};
 use common::tables::{ChunkKey, ChunkRow, ChunksReader, EmbeddingsWriter, PairRow};
