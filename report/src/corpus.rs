@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use encoder::{ModelFolder, TextTokenizer};
 use common::tables::ChunksReader;
+use encoder::{ModelFolder, TextTokenizer};
 
 use crate::html::{self, Content, Figure, Section};
 use crate::inputs::RunInputs;

@@ -13,11 +13,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float32Array, Int32Array, StringArray};
-use encoder::SentenceEncoder;
 use common::parquet_io::TableWriter;
 use common::provenance::Provenance;
 use common::schema;
 use common::tables::EmbeddingsReader;
+use encoder::SentenceEncoder;
 use linfa::traits::{Fit, Predict};
 use linfa::DatasetBase;
 use linfa_reduction::Pca;
@@ -172,11 +172,11 @@ fn sample(
         .collect())
 }
 
+/// (sample index, vector) of each sampled chunk found in the shards.
+type Found = Vec<(usize, Vec<f32>)>;
+
 /// The tuned model's vectors of the sampled chunks that the shards hold: (sample index, vector).
-fn tuned_vectors(
-    inputs: &RunInputs,
-    index: &HashMap<ChunkId, usize>,
-) -> Result<(Vec<(usize, Vec<f32>)>, usize)> {
+fn tuned_vectors(inputs: &RunInputs, index: &HashMap<ChunkId, usize>) -> Result<(Found, usize)> {
     let mut found = Vec::new();
     let mut dim = 0;
     for file in &inputs.embeddings {

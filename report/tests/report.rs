@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, Int32Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use encoder::SentenceEncoder;
 use common::provenance::Provenance;
 use common::schema::{precocity_chunks as pc, precocity_documents as pd, Category};
 use common::tables::{ChunkKey, ChunkRow, ChunksReader, EmbeddingsWriter, PairRow};
+use encoder::SentenceEncoder;
 use report::corpus::sample_key;
 use report::{run, Options};
 
