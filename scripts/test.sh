@@ -18,6 +18,14 @@ if ! command -v rsync >/dev/null || [ ! -x /usr/sbin/sshd ] || ! command -v ssh-
   apt-get install -y -qq --no-install-recommends rsync openssh-server openssh-client >/dev/null
 fi
 
+# Headless chromium: the report test takes a screenshot of a page and checks it is not blank.
+echo "==> chromium for the report's browser test" >&2
+if ! command -v chromium >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+
 # A throwaway single-node Slurm for the slurm crate's tests, with its own state folder and
 # ports; only the processes it records are stopped afterwards.
 echo "==> local Slurm" >&2

@@ -59,6 +59,19 @@ pub mod embeddings {
     pub const ITEM: &str = "item";
 }
 
+/// `embedding_map`: 2-D coordinates of a sample of chunks (the report's PCA maps), one file per
+/// model, in the column names embedding-atlas and similar tools take.
+pub mod map {
+    pub const TABLE: &str = "embedding_map";
+    pub const DOC_ID: &str = "doc_id";
+    pub const CHUNK_IDX: &str = "chunk_idx";
+    pub const YEAR: &str = "year";
+    /// First principal component (float32, PCA units).
+    pub const X: &str = "x";
+    /// Second principal component.
+    pub const Y: &str = "y";
+}
+
 /// `ids`: the keys of an exported embedding matrix (`.npy`), row for row.
 pub mod ids {
     pub const TABLE: &str = "ids";
@@ -208,6 +221,16 @@ pub fn embeddings_schema(dim: usize) -> SchemaRef {
         Field::new(CHUNK_IDX, DataType::Int32, false),
         Field::new(YEAR, DataType::Int32, false),
         Field::new(EMBEDDING, embedding_type(dim), false),
+    ]))
+}
+
+pub fn map_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(map::DOC_ID, DataType::Utf8, false),
+        Field::new(map::CHUNK_IDX, DataType::Int32, false),
+        Field::new(map::YEAR, DataType::Int32, false),
+        Field::new(map::X, DataType::Float32, false),
+        Field::new(map::Y, DataType::Float32, false),
     ]))
 }
 
