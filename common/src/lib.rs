@@ -11,6 +11,7 @@ pub mod perf;
 pub mod progress;
 pub mod provenance;
 pub mod schema;
+pub mod split;
 pub mod chunk_files;
 pub mod tables;
 #[cfg(feature = "test-support")]
