@@ -29,7 +29,11 @@ pub fn held_out_documents<'a>(
         })
         .collect();
     keyed.sort();
-    keyed.into_iter().take(n).map(|(_, id)| id.to_string()).collect()
+    keyed
+        .into_iter()
+        .take(n)
+        .map(|(_, id)| id.to_string())
+        .collect()
 }
 
 /// Writes the list atomically.

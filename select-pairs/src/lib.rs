@@ -282,12 +282,14 @@ fn read_documents(opts: &Options, report: &mut Report) -> Result<Vec<Document>, 
             .import_problems
             .extend(files.malformed.iter().map(|p| p.to_string()));
         report.import_problems.extend(
-            files.missing_chunk_files
+            files
+                .missing_chunk_files
                 .iter()
                 .map(|d| format!("{d}: no chunk file")),
         );
         report.import_problems.extend(
-            files.empty_documents
+            files
+                .empty_documents
                 .iter()
                 .map(|d| format!("{d}: no usable chunk")),
         );

@@ -4,10 +4,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use common::chunk_files::ChunkFileLayout;
 use common::corpus::Corpus;
 use common::provenance::Provenance;
 use common::schema::{Category, Side};
-use common::chunk_files::ChunkFileLayout;
 use common::tables::{ChunkRow, ChunksWriter, PairsReader};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -302,7 +302,10 @@ pub fn tuning_summary(config: &Config) -> Vec<(String, f64, f64)> {
         return Vec::new();
     };
     let held_out = &args["held_out"];
-    let selected = held_out["selected_by"].as_str().unwrap_or("mrr@10").to_string();
+    let selected = held_out["selected_by"]
+        .as_str()
+        .unwrap_or("mrr@10")
+        .to_string();
     let wanted = ["successive_mrr@10", "knn_year_error", "knn_same_decade"];
     let mut metrics: Vec<String> = wanted
         .iter()

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use candle_core::Device;
-use encoder::{Precision, SentenceEncoder};
 use common::tables::ChunksReader;
+use encoder::{Precision, SentenceEncoder};
 use tune_embeddings::data::{Examples, Pair, Source};
 use tune_embeddings::{tokenize, EvalSplit, Loss, Options, SplitBy, Trainer};
 

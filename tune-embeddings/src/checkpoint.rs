@@ -13,7 +13,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-
 use candle_core::{Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
@@ -180,8 +179,8 @@ impl Checkpoints {
             &trainer.vars,
             &load_tensors(&best.join("weights.safetensors"), trainer.encoder.device())?,
         )?;
-        let bytes = std::fs::read(best.join("metrics.json"))
-            .map_err(|e| common::Error::io(&best, e))?;
+        let bytes =
+            std::fs::read(best.join("metrics.json")).map_err(|e| common::Error::io(&best, e))?;
         Ok(serde_json::from_slice(&bytes).ok())
     }
 }

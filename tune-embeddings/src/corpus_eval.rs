@@ -74,12 +74,7 @@ pub fn corpus_metrics(embeddings: &[f32], dim: usize, passages: &[Passage]) -> M
 
 /// [`corpus_metrics`] with `k` neighbours for the time measures (fewer when fewer chunks of
 /// other documents exist).
-pub fn corpus_metrics_k(
-    embeddings: &[f32],
-    dim: usize,
-    passages: &[Passage],
-    k: usize,
-) -> Metrics {
+pub fn corpus_metrics_k(embeddings: &[f32], dim: usize, passages: &[Passage], k: usize) -> Metrics {
     let n = passages.len();
     assert_eq!(embeddings.len(), n * dim, "one embedding per passage");
     let unit: Vec<f32> = embeddings
@@ -103,9 +98,10 @@ pub fn corpus_metrics_k(
         let mut scored = Vec::with_capacity(2 * queries.len());
         for (k, &q) in queries.iter().enumerate() {
             let own = sim(q, q + 1);
-            let rank = 1 + (0..n)
-                .filter(|&j| j != q && j != q + 1 && sim(q, j) > own)
-                .count();
+            let rank = 1
+                + (0..n)
+                    .filter(|&j| j != q && j != q + 1 && sim(q, j) > own)
+                    .count();
             if rank <= 10 {
                 mrr += 1.0 / rank as f64;
                 r10 += 1.0;
@@ -224,7 +220,11 @@ mod tests {
 
     #[test]
     fn a_single_document_has_no_neighbours_and_a_lone_chunk_no_query() {
-        let m = corpus_metrics(&[1.0, 0.0, 0.0, 1.0], 2, &[Passage { doc: 0, year: 1900 }; 2]);
+        let m = corpus_metrics(
+            &[1.0, 0.0, 0.0, 1.0],
+            2,
+            &[Passage { doc: 0, year: 1900 }; 2],
+        );
         assert!(m.contains_key("successive_mrr@10") && !m.contains_key("knn_year_error"));
         let m = corpus_metrics(&[1.0, 0.0], 2, &[Passage { doc: 0, year: 1900 }]);
         assert!(m.is_empty());

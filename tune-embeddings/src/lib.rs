@@ -187,8 +187,16 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         (None, _) => None,
     };
     let held_out_chunks = corpus.as_ref().map_or(0, HeldOutCorpus::len);
-    let evaluation = Evaluation::new(&encoder, &examples, eval_idx, corpus, opts.best_metric.clone())?;
-    let mut t = Training::new(opts, encoder, &examples, train_idx, evaluation, &data_sha, &base_sha)?;
+    let evaluation = Evaluation::new(
+        &encoder,
+        &examples,
+        eval_idx,
+        corpus,
+        opts.best_metric.clone(),
+    )?;
+    let mut t = Training::new(
+        opts, encoder, &examples, train_idx, evaluation, &data_sha, &base_sha,
+    )?;
     let mut report = Report {
         output: opts.out.clone(),
         steps: t.state.step,
@@ -258,7 +266,11 @@ pub fn split(opts: &Options, n: usize, doc_ids: Option<&[String]>) -> Result<Spl
     };
     let Some(ids) = by_document else {
         let (eval_idx, train_idx) = split_pairs(opts.eval, opts.seed, n);
-        return Ok(Split { eval_idx, train_idx, docs: listed });
+        return Ok(Split {
+            eval_idx,
+            train_idx,
+            docs: listed,
+        });
     };
     let docs = listed.unwrap_or_else(|| {
         let fraction = match opts.eval {
@@ -268,7 +280,11 @@ pub fn split(opts: &Options, n: usize, doc_ids: Option<&[String]>) -> Result<Spl
         common::split::held_out_documents(ids.iter().map(String::as_str), fraction, opts.seed)
     });
     let (eval_idx, train_idx) = (0..n).partition(|&i| docs.contains(&ids[i]));
-    Ok(Split { eval_idx, train_idx, docs: Some(docs) })
+    Ok(Split {
+        eval_idx,
+        train_idx,
+        docs: Some(docs),
+    })
 }
 
 /// The pair split of `n` examples: a permutation seeded by `seed`, whose first rows are held

@@ -56,13 +56,21 @@ impl<'a> Training<'a> {
         let embed_length = encoder.folder.sbert.max_seq_length;
         let mut trainer = Trainer::new(opts, encoder)?;
         let train = tokenize(&trainer.encoder, examples, train_idx)?;
-        let train_texts: Vec<Vec<&str>> = train_idx.iter().map(|&i| texts_of(examples, i)).collect();
-        let batches_per_epoch =
-            batching::epoch_batches(&train_texts, opts.batch_size, trainer::epoch_seed(opts.seed, 0))
-                .len();
+        let train_texts: Vec<Vec<&str>> =
+            train_idx.iter().map(|&i| texts_of(examples, i)).collect();
+        let batches_per_epoch = batching::epoch_batches(
+            &train_texts,
+            opts.batch_size,
+            trainer::epoch_seed(opts.seed, 0),
+        )
+        .len();
         let total_steps = (batches_per_epoch * opts.epochs) as u64;
         let ckpt = Checkpoints::open(opts.checkpoint_dir(), fingerprint(opts, data_sha, base_sha))?;
-        let resumed = if opts.resume { ckpt.resume(&mut trainer)? } else { None };
+        let resumed = if opts.resume {
+            ckpt.resume(&mut trainer)?
+        } else {
+            None
+        };
         if let Some(s) = &resumed {
             tracing::info!(
                 "resuming at step {} (epoch {}, batch {})",
@@ -135,7 +143,9 @@ impl<'a> Training<'a> {
                 let batch = &batches[self.state.batch_in_epoch];
                 let lr = learning_rate(opts.lr, self.state.step, self.warmup, self.total_steps);
                 let s = &mut self.state;
-                let outcome = self.trainer.step(&self.train, batch, s.step, lr, &mut s.loss_scale)?;
+                let outcome =
+                    self.trainer
+                        .step(&self.train, batch, s.step, lr, &mut s.loss_scale)?;
                 s.step += 1;
                 s.batch_in_epoch += 1;
                 steps_here += 1;
@@ -162,7 +172,10 @@ impl<'a> Training<'a> {
                 if opts.eval_steps.is_some_and(|e| step.is_multiple_of(e)) {
                     self.evaluate()?;
                 }
-                if opts.checkpoint_steps.is_some_and(|c| step.is_multiple_of(c)) {
+                if opts
+                    .checkpoint_steps
+                    .is_some_and(|c| step.is_multiple_of(c))
+                {
                     self.ckpt.save_last(&self.state, &self.trainer)?;
                 }
             }
@@ -262,4 +275,3 @@ fn model_name(path: &Path) -> String {
         |n| n.to_string_lossy().into_owned(),
     )
 }
-

@@ -33,7 +33,10 @@ fn select(dir: &Path, fraction: f64) -> (std::path::PathBuf, std::path::PathBuf)
         }),
     };
     let report = select_pairs::run(&opts).unwrap();
-    assert_eq!(report.held_out_documents, (249.0 * fraction).round() as usize);
+    assert_eq!(
+        report.held_out_documents,
+        (249.0 * fraction).round() as usize
+    );
     (pairs, list)
 }
 
@@ -86,13 +89,23 @@ fn no_document_is_on_both_sides_of_the_split() {
     let examples = data::load(&opts.train).unwrap();
     let ids = data::doc_ids(&opts.train).unwrap().unwrap();
     let s = split(&opts, examples.len(), Some(&ids)).unwrap();
-    let docs_of = |idx: &[usize]| -> BTreeSet<&str> { idx.iter().map(|&i| ids[i].as_str()).collect() };
+    let docs_of =
+        |idx: &[usize]| -> BTreeSet<&str> { idx.iter().map(|&i| ids[i].as_str()).collect() };
     let (eval_docs, train_docs) = (docs_of(&s.eval_idx), docs_of(&s.train_idx));
     assert!(!eval_docs.is_empty() && !train_docs.is_empty());
-    assert!(eval_docs.is_disjoint(&train_docs), "{:?}", eval_docs.intersection(&train_docs));
+    assert!(
+        eval_docs.is_disjoint(&train_docs),
+        "{:?}",
+        eval_docs.intersection(&train_docs)
+    );
     assert_eq!(s.eval_idx.len() + s.train_idx.len(), examples.len());
     assert_eq!(
-        s.docs.as_ref().unwrap().iter().map(String::as_str).collect::<BTreeSet<_>>(),
+        s.docs
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(String::as_str)
+            .collect::<BTreeSet<_>>(),
         eval_docs
     );
 

@@ -6,14 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::Device;
-use encoder::{Precision, SentenceEncoder};
 use common::provenance::Provenance;
 use common::schema::{Category, Side};
 use common::tables::{write_pairs, PairRow};
+use encoder::{Precision, SentenceEncoder};
 use tune_embeddings::data::{self, Source};
-use tune_embeddings::{
-    batching, run, split, tokenize, EvalSplit, Loss, Options, SplitBy, Trainer,
-};
+use tune_embeddings::{batching, run, split, tokenize, EvalSplit, Loss, Options, SplitBy, Trainer};
 
 fn options(train: Source, out: PathBuf) -> Options {
     Options {

@@ -31,4 +31,3 @@ pub fn cosent(a: &Tensor, b: &Tensor, scores: &Tensor, scale: f64) -> Result<Ten
         + max)?;
     lse.squeeze(0)
 }
-
