@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::eval::Metrics;
 use crate::optim::LossScale;
 use crate::trainer::Trainer;
-use crate::Error;
+use crate::{Error, Options};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Best {
@@ -182,5 +182,21 @@ impl Checkpoints {
         let bytes =
             std::fs::read(best.join("metrics.json")).map_err(|e| common::Error::io(&best, e))?;
         Ok(serde_json::from_slice(&bytes).ok())
+    }
+}
+
+impl Options {
+    /// `--checkpoint-dir`, by default `<out>.checkpoints` beside the output.
+    pub fn checkpoint_dir(&self) -> PathBuf {
+        self.checkpoint_dir.clone().unwrap_or_else(|| {
+            let name = self
+                .out
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+            self.out.with_file_name(format!(
+                "{}.checkpoints",
+                name.unwrap_or_else(|| "model".into())
+            ))
+        })
     }
 }

@@ -146,6 +146,14 @@ pub fn evaluate_folder(
     HeldOutCorpus::new(&encoder, corpus, docs)?.metrics(&encoder)
 }
 
+/// `name value, …` with four decimals, for logs and summaries.
+pub fn format_metrics(m: &Metrics) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k} {v:.4}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `anchors`, `positives`: row-major `[n × dim]` embeddings of the held-out pairs.
 pub fn pair_metrics(anchors: &[f32], positives: &[f32], dim: usize) -> Metrics {
     let n = anchors.len() / dim;

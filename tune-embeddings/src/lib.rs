@@ -15,6 +15,7 @@ pub mod eval;
 pub mod loss;
 pub mod metrics_log;
 pub mod optim;
+pub mod split;
 pub mod trainer;
 mod training;
 
@@ -25,14 +26,13 @@ use std::time::Instant;
 use common::corpus::Corpus;
 use common::provenance::sha256_file;
 use encoder::{Precision, SentenceEncoder};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use data::{Examples, Source};
+pub use eval::format_metrics;
 use eval::{Evaluation, HeldOutCorpus, Metrics};
 pub use loss::Loss;
+pub use split::{split, split_pairs, EvalSplit, Split, SplitBy};
 pub use trainer::{learning_rate, tokenize, Tokenized, Trainer};
 use training::Training;
 
@@ -61,25 +61,6 @@ impl Error {
             Error::Candle(_) => false,
         }
     }
-}
-
-/// How many training examples (pair split) or what fraction of the documents (document
-/// split) are held out for evaluation.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub enum EvalSplit {
-    Rows(usize),
-    Fraction(f64),
-}
-
-/// What the held-out split is drawn over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum SplitBy {
-    /// Whole documents: no document gives both training and evaluation data (the default;
-    /// needs pairs with doc ids or a held-out document list).
-    Document,
-    /// Single examples, as the reference workflow (evaluation pairs may come from the same
-    /// documents, even neighbouring passages, as training pairs).
-    Pair,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -123,21 +104,6 @@ pub struct Options {
     pub device: String,
     /// What the transformer computes in; the weights and optimizer stay f32 (autocast).
     pub precision: Precision,
-}
-
-impl Options {
-    pub fn checkpoint_dir(&self) -> PathBuf {
-        self.checkpoint_dir.clone().unwrap_or_else(|| {
-            let name = self
-                .out
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned());
-            self.out.with_file_name(format!(
-                "{}.checkpoints",
-                name.unwrap_or_else(|| "model".into())
-            ))
-        })
-    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -238,68 +204,6 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
     Ok(report)
 }
 
-/// The held-out split: example indices for evaluation and for training, and the held-out
-/// documents (document split, or a list given with a pair split).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Split {
-    pub eval_idx: Vec<usize>,
-    pub train_idx: Vec<usize>,
-    pub docs: Option<BTreeSet<String>>,
-}
-
-/// Splits `n` examples, `doc_ids` giving each one's document when the data records it.
-///
-/// Document split: the documents of `--held-out-docs`, or [`common::split::held_out_documents`]
-/// of the examples' documents at `--eval-fraction` (`--eval-rows` as the fraction of examples
-/// it stands for); every example of a held-out document is held out. Without doc ids (JSONL,
-/// scored pairs) it falls back to the pair split: a permutation seeded by `opts.seed`, whose
-/// first rows are held out.
-pub fn split(opts: &Options, n: usize, doc_ids: Option<&[String]>) -> Result<Split, Error> {
-    let listed = opts
-        .held_out_docs
-        .as_deref()
-        .map(common::split::read_doc_list)
-        .transpose()?;
-    let by_document = match doc_ids {
-        Some(ids) if opts.split == SplitBy::Document => Some(ids),
-        _ => None,
-    };
-    let Some(ids) = by_document else {
-        let (eval_idx, train_idx) = split_pairs(opts.eval, opts.seed, n);
-        return Ok(Split {
-            eval_idx,
-            train_idx,
-            docs: listed,
-        });
-    };
-    let docs = listed.unwrap_or_else(|| {
-        let fraction = match opts.eval {
-            EvalSplit::Fraction(f) => f,
-            EvalSplit::Rows(r) => r.min(n / 5) as f64 / n.max(1) as f64,
-        };
-        common::split::held_out_documents(ids.iter().map(String::as_str), fraction, opts.seed)
-    });
-    let (eval_idx, train_idx) = (0..n).partition(|&i| docs.contains(&ids[i]));
-    Ok(Split {
-        eval_idx,
-        train_idx,
-        docs: Some(docs),
-    })
-}
-
-/// The pair split of `n` examples: a permutation seeded by `seed`, whose first rows are held
-/// out.
-pub fn split_pairs(eval: EvalSplit, seed: u64, n: usize) -> (Vec<usize>, Vec<usize>) {
-    let eval_n = match eval {
-        EvalSplit::Rows(r) => r.min(n / 5),
-        EvalSplit::Fraction(f) => ((n as f64) * f).round() as usize,
-    };
-    let mut order: Vec<usize> = (0..n).collect();
-    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-    let train = order.split_off(eval_n);
-    (order, train)
-}
-
 fn validate(opts: &Options) -> Result<(), Error> {
     let bad = |m: String| Err(Error::Invalid(m));
     if opts.batch_size < 2 {
@@ -331,13 +235,6 @@ fn validate(opts: &Options) -> Result<(), Error> {
         }
     }
     Ok(())
-}
-
-pub fn format_metrics(m: &Metrics) -> String {
-    m.iter()
-        .map(|(k, v)| format!("{k} {v:.4}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Options record the corpus as its debug form (paths), for provenance and the fingerprint.
