@@ -12,7 +12,7 @@ use crate::embed::{batch_per_core, token_budget_batches};
 use crate::error::{Error, Result};
 use crate::folder::{Architecture, ModelCard, ModelFolder};
 use crate::layers::{Dropout, Mode};
-use crate::roberta;
+use crate::{pooling, roberta};
 use crate::tokenize::{PaddedBatch, TextTokenizer};
 use crate::weights::Weights;
 
