@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use common::corpus::Corpus;
-use encoder::{parse_device, Precision, SentenceEncoder};
 use common::provenance::{sha256_file, Provenance};
 use common::tables::{ChunkKey, ChunkRow, EmbeddingsReader, EmbeddingsWriter};
+use encoder::{parse_device, Precision, SentenceEncoder};
 use encoder::{Error, Result};
 use serde::Serialize;
 
@@ -66,12 +66,8 @@ pub struct Report {
 }
 
 pub fn run(opts: &Options) -> Result<Report> {
-    if let Some((task, tasks)) = opts.task {
-        if tasks == 0 || task >= tasks {
-            return Err(Error::Invalid(format!(
-                "shard {task} of {tasks} does not exist"
-            )));
-        }
+    if let Some((_, tasks)) = opts.task {
+        shards::check_array(tasks, None).map_err(Error::Invalid)?;
     }
     let device = parse_device(&opts.device)?;
     let encoder = SentenceEncoder::load_with_dtype(&opts.model, &device, opts.precision.dtype())?;
@@ -228,7 +224,7 @@ fn embed_shard(
         )
     };
     opts.corpus
-        .for_each_batch(common::parquet_io::BATCH_ROWS, |rows| {
+        .for_each_batch::<Error>(common::parquet_io::BATCH_ROWS, |rows| {
             for row in rows {
                 let here = corpus_row;
                 corpus_row += 1;
@@ -309,7 +305,7 @@ fn merge_parts(
             writer.write(&keys, &matrix)?;
         }
     }
-    writer.finish()
+    Ok(writer.finish()?)
 }
 
 /// Writes the requested exports of a finished shard; with `overwrite` false, only missing ones.

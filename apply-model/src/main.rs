@@ -6,6 +6,14 @@ use clap::Parser;
 use common::corpus::CorpusArgs;
 use encoder::Precision;
 
+/// `--version`: the version and the build's features; `slurm plan` reads "cuda" here before
+/// it queues a GPU stage.
+const VERSION: &str = if cfg!(feature = "cuda") {
+    concat!(env!("CARGO_PKG_VERSION"), " (features: cuda)")
+} else {
+    concat!(env!("CARGO_PKG_VERSION"), " (features: cpu only)")
+};
+
 // See encoder::alloc for why.
 #[global_allocator]
 static GLOBAL: encoder::alloc::MiMalloc = encoder::alloc::MiMalloc;
@@ -21,7 +29,7 @@ static GLOBAL: encoder::alloc::MiMalloc = encoder::alloc::MiMalloc;
 /// Resumable: finished shards are skipped (after checking they were made with the same model,
 /// input and settings), and a killed shard continues after its last committed part.
 #[derive(Parser)]
-#[command(version, verbatim_doc_comment)]
+#[command(version = VERSION, verbatim_doc_comment)]
 struct Args {
     /// Model folder in the sentence-transformers layout (base model or a tune-embeddings output).
     #[arg(long)]
@@ -34,10 +42,15 @@ struct Args {
     /// `decade`, `years:N` (N-year ranges) or `equal:N` (N parts of equal row counts).
     #[arg(long, default_value = "decade")]
     shard_by: ShardBy,
-    /// Embed only the shards of this array task (0-based) …
+    /// Embed only the shards of this array task id t …
     #[arg(long, env = "SLURM_ARRAY_TASK_ID", requires = "num_shards")]
     shard: Option<usize>,
-    /// … of this many tasks (task i takes shards i, i+n, i+2n, …).
+    /// … of this many task slots n: task t takes the shards at (0-based) indices i with
+    /// i mod n = t mod n, so arrays may start at 0 (`--array=0-3`) or 1 (`--array=1-4`). Give n
+    /// explicitly (slurm's scripts do) to resubmit some tasks (`sbatch --array=2,3`): each
+    /// embeds exactly its own shards. From SLURM_ARRAY_TASK_COUNT, the array must be one
+    /// contiguous range; an array whose ids (SLURM_ARRAY_TASK_MIN…MAX) span more than n is
+    /// refused on every task before anything is embedded.
     #[arg(long, env = "SLURM_ARRAY_TASK_COUNT", requires = "shard")]
     num_shards: Option<usize>,
     /// Also write these exports of every shard (repeatable): tsv, npy.
@@ -67,11 +80,23 @@ struct Args {
     list_shards: bool,
 }
 
+/// The lowest and highest task ids of the Slurm array this process is a task of.
+fn array_span() -> Option<(usize, usize)> {
+    let var = |name| std::env::var(name).ok()?.trim().parse::<usize>().ok();
+    var("SLURM_ARRAY_TASK_MIN").zip(var("SLURM_ARRAY_TASK_MAX"))
+}
+
 fn main() -> ExitCode {
     encoder::run_candle_ops_inline();
     encoder::alloc::keep_freed_memory();
     common::progress::init_logging();
     let args = Args::parse();
+    if let Some(tasks) = args.num_shards {
+        if let Err(e) = apply_model::shards::check_array(tasks, array_span()) {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let corpus = args.corpus.corpus();
     if args.list_shards {
         return match apply_model::shards::plan(&corpus, args.shard_by) {

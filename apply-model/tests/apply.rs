@@ -9,9 +9,9 @@ use std::process::Command;
 use apply_model::{run, Format, Options, ShardBy};
 use candle_core::Device;
 use common::corpus::Corpus;
-use encoder::{cosine, Precision, SentenceEncoder};
 use common::provenance::Provenance;
 use common::tables::{ChunkKey, ChunkRow, ChunksReader, ChunksWriter, EmbeddingsReader};
+use encoder::{cosine, Precision, SentenceEncoder};
 
 fn write_chunks(path: &Path, rows: &[ChunkRow]) {
     let mut w =

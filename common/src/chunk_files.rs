@@ -74,10 +74,10 @@ struct MetaRow {
 
 /// Reads the layout document by document, calling `on_doc` with each document's chunks in
 /// chunk_idx order. Memory is bounded by the largest document.
-pub fn read_chunk_files(
+pub fn read_chunk_files<E: From<Error>>(
     layout: &ChunkFileLayout,
-    mut on_doc: impl FnMut(Vec<ChunkRow>) -> Result<()>,
-) -> Result<ChunkFilesReport> {
+    mut on_doc: impl FnMut(Vec<ChunkRow>) -> std::result::Result<(), E>,
+) -> std::result::Result<ChunkFilesReport, E> {
     let mut report = ChunkFilesReport::default();
     let docs = read_metadata(layout, &mut report)?;
     for doc in docs {
@@ -88,7 +88,7 @@ pub fn read_chunk_files(
                 report.missing_chunk_files.push(doc.doc_id);
                 continue;
             }
-            Err(e) => return Err(Error::io(&path, e)),
+            Err(e) => return Err(Error::io(&path, e).into()),
         };
         let chunks = read_chunk_file(&path, file, &doc, &mut report.malformed)?;
         if chunks.is_empty() {
@@ -105,7 +105,8 @@ pub fn read_chunk_files(
             layout.metadata.display(),
             report.missing_chunk_files.len(),
             report.malformed.len()
-        )));
+        ))
+        .into());
     }
     Ok(report)
 }
@@ -246,7 +247,11 @@ fn read_chunk_file(
 
 /// Imports a chunk-file layout into a `chunks` Parquet file (atomically). The file's provenance
 /// records the metadata file's sha256.
-pub fn import_chunk_files(layout: &ChunkFileLayout, out: &Path, stage: &str) -> Result<ChunkFilesReport> {
+pub fn import_chunk_files(
+    layout: &ChunkFileLayout,
+    out: &Path,
+    stage: &str,
+) -> Result<ChunkFilesReport> {
     let provenance = Provenance::new(
         stage,
         env!("CARGO_PKG_VERSION"),
@@ -257,7 +262,7 @@ pub fn import_chunk_files(layout: &ChunkFileLayout, out: &Path, stage: &str) -> 
         sha256_file(&layout.metadata)?,
     );
     let mut writer = ChunksWriter::create(out, &provenance)?;
-    let report = read_chunk_files(layout, |chunks| {
+    let report = read_chunk_files::<Error>(layout, |chunks| {
         for c in chunks {
             writer.push(c)?;
         }

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
+use crate::chunk_files::{read_chunk_files, ChunkFileLayout, ChunkFilesReport};
 use crate::error::Result;
 use crate::provenance::{sha256_file, Provenance};
-use crate::chunk_files::{read_chunk_files, ChunkFileLayout, ChunkFilesReport};
 use crate::tables::{ChunkRow, ChunksReader};
 
 #[derive(Debug, Clone)]
@@ -16,11 +16,12 @@ pub enum Corpus {
 impl Corpus {
     /// Calls `f` with consecutive batches of about `batch_rows` chunks, in corpus order. For a
     /// chunk-file layout, returns its import report (skipped lines, missing files).
-    pub fn for_each_batch(
+    /// Errors of `f` (any type that `common`'s errors convert into) stop the reading.
+    pub fn for_each_batch<E: From<crate::Error>>(
         &self,
         batch_rows: usize,
-        mut f: impl FnMut(Vec<ChunkRow>) -> Result<()>,
-    ) -> Result<Option<ChunkFilesReport>> {
+        mut f: impl FnMut(Vec<ChunkRow>) -> std::result::Result<(), E>,
+    ) -> std::result::Result<Option<ChunkFilesReport>, E> {
         match self {
             Corpus::Chunks(path) => {
                 let mut reader = ChunksReader::open(path)?;
@@ -38,7 +39,7 @@ impl Corpus {
             }
             Corpus::ChunkFiles(layout) => {
                 let mut buf = Vec::new();
-                let report = read_chunk_files(layout, |doc| {
+                let report = read_chunk_files::<E>(layout, |doc| {
                     buf.extend(doc);
                     if buf.len() >= batch_rows {
                         f(std::mem::take(&mut buf))?;

@@ -3,6 +3,7 @@
 //! encoder lives in its own crate (`encoder`), so stages without a model never compile candle.
 
 pub mod atomic;
+pub mod chunk_files;
 pub mod corpus;
 pub mod error;
 pub mod manifest;
@@ -12,7 +13,6 @@ pub mod progress;
 pub mod provenance;
 pub mod schema;
 pub mod split;
-pub mod chunk_files;
 pub mod tables;
 #[cfg(feature = "test-support")]
 pub mod testing;

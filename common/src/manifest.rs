@@ -11,8 +11,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
 use crate::atomic::write_atomic;
+use crate::error::{Error, Result};
 use crate::provenance::{sha256_file, Provenance};
 
 pub const MANIFEST: &str = "MANIFEST.json";

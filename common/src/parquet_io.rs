@@ -44,6 +44,7 @@ pub enum ColumnKind {
     Int32,
     Int64,
     Float32,
+    Float64,
     /// FixedSizeList<float32>, any dimension.
     Embedding,
 }
@@ -57,7 +58,9 @@ impl ColumnKind {
                 found,
                 D::Int8 | D::Int16 | D::Int32 | D::Int64 | D::UInt8 | D::UInt16 | D::UInt32
             ),
-            ColumnKind::Float32 => matches!(found, D::Float16 | D::Float32 | D::Float64),
+            ColumnKind::Float32 | ColumnKind::Float64 => {
+                matches!(found, D::Float16 | D::Float32 | D::Float64)
+            }
             ColumnKind::Embedding => match found {
                 D::FixedSizeList(f, _) => matches!(f.data_type(), D::Float32),
                 _ => false,
@@ -71,6 +74,7 @@ impl ColumnKind {
             ColumnKind::Int32 => DataType::Int32,
             ColumnKind::Int64 => DataType::Int64,
             ColumnKind::Float32 => DataType::Float32,
+            ColumnKind::Float64 => DataType::Float64,
             ColumnKind::Embedding => found.clone(),
         }
     }
@@ -81,6 +85,7 @@ impl ColumnKind {
             ColumnKind::Int32 => "int32",
             ColumnKind::Int64 => "int64",
             ColumnKind::Float32 => "float32",
+            ColumnKind::Float64 => "float64",
             ColumnKind::Embedding => "fixed_size_list<float32>",
         }
     }
@@ -363,6 +368,12 @@ impl Batch<'_> {
     pub fn opt_i64(&self, column: &str, i: usize) -> Option<i64> {
         let arr = self.column(column)?;
         let arr = arr.as_any().downcast_ref::<arrow::array::Int64Array>()?;
+        (!arr.is_null(i)).then(|| arr.value(i))
+    }
+
+    pub fn opt_f64(&self, column: &str, i: usize) -> Option<f64> {
+        let arr = self.column(column)?;
+        let arr = arr.as_any().downcast_ref::<arrow::array::Float64Array>()?;
         (!arr.is_null(i)).then(|| arr.value(i))
     }
 

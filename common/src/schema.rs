@@ -77,6 +77,43 @@ pub mod ids {
     pub const YEAR: &str = "year";
 }
 
+/// `precocity documents`: one row per (document, fraction compared, filter, time radius,
+/// chunks used), with the reference workflow's column names
+/// (Historical-AI-Lab/novelty, `calc_precocity_for_embeddings.py`), so its notebooks read it.
+pub mod precocity_documents {
+    pub const TABLE: &str = "precocity_documents";
+    pub const DOCID: &str = "docid";
+    /// The document's year (the centre year).
+    pub const DATE: &str = "date";
+    pub const NUM_CHUNKS: &str = "num_chunks";
+    /// f: each (chunk, year) mean is over the ⌈f·N⌉ closest of the N comparison chunks.
+    pub const FRACTION_COMPARED: &str = "fraction_compared";
+    /// The exclusion filter: `no filter`, `train`, `trainauth`, `trainauthquote`.
+    pub const FILTERED: &str = "filtered";
+    /// r: novelty over years −r…−1, transience over +1…+r.
+    pub const TIME_RADIUS: &str = "time_radius";
+    /// a: the mean is over the ⌈a·n⌉ most precocious of the document's n chunks.
+    pub const CHUNKS_USED: &str = "chunks_used";
+    pub const PRECOCITY: &str = "precocity";
+    pub const NOVELTY: &str = "novelty";
+    pub const TRANSIENCE: &str = "transience";
+}
+
+/// `precocity chunks`: one row per (chunk, fraction compared, filter, time radius), so a reader
+/// can find the most precocious passages; measures as in [`precocity_documents`].
+pub mod precocity_chunks {
+    pub const TABLE: &str = "precocity_chunks";
+    pub const DOC_ID: &str = "doc_id";
+    pub const CHUNK_IDX: &str = "chunk_idx";
+    pub const YEAR: &str = "year";
+    pub const FRACTION_COMPARED: &str = super::precocity_documents::FRACTION_COMPARED;
+    pub const FILTERED: &str = super::precocity_documents::FILTERED;
+    pub const TIME_RADIUS: &str = super::precocity_documents::TIME_RADIUS;
+    pub const PRECOCITY: &str = super::precocity_documents::PRECOCITY;
+    pub const NOVELTY: &str = super::precocity_documents::NOVELTY;
+    pub const TRANSIENCE: &str = super::precocity_documents::TRANSIENCE;
+}
+
 /// Pair categories, as written in the `category` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Category {
@@ -189,5 +226,38 @@ pub fn ids_schema() -> SchemaRef {
         Field::new(ids::DOC_ID, DataType::Utf8, false),
         Field::new(ids::CHUNK_IDX, DataType::Int32, false),
         Field::new(ids::YEAR, DataType::Int32, false),
+    ]))
+}
+
+/// Measures are null where undefined (no comparison chunk on one side of the centre year).
+pub fn precocity_documents_schema() -> SchemaRef {
+    use precocity_documents::*;
+    Arc::new(Schema::new(vec![
+        Field::new(DOCID, DataType::Utf8, false),
+        Field::new(DATE, DataType::Int32, false),
+        Field::new(NUM_CHUNKS, DataType::Int32, false),
+        Field::new(FRACTION_COMPARED, DataType::Float64, false),
+        Field::new(FILTERED, DataType::Utf8, false),
+        Field::new(TIME_RADIUS, DataType::Int32, false),
+        Field::new(CHUNKS_USED, DataType::Float64, false),
+        Field::new(PRECOCITY, DataType::Float64, true),
+        Field::new(NOVELTY, DataType::Float64, true),
+        Field::new(TRANSIENCE, DataType::Float64, true),
+    ]))
+}
+
+/// Measures are null where undefined, as in [`precocity_documents_schema`].
+pub fn precocity_chunks_schema() -> SchemaRef {
+    use precocity_chunks::*;
+    Arc::new(Schema::new(vec![
+        Field::new(DOC_ID, DataType::Utf8, false),
+        Field::new(CHUNK_IDX, DataType::Int32, false),
+        Field::new(YEAR, DataType::Int32, false),
+        Field::new(FRACTION_COMPARED, DataType::Float64, false),
+        Field::new(FILTERED, DataType::Utf8, false),
+        Field::new(TIME_RADIUS, DataType::Int32, false),
+        Field::new(PRECOCITY, DataType::Float64, true),
+        Field::new(NOVELTY, DataType::Float64, true),
+        Field::new(TRANSIENCE, DataType::Float64, true),
     ]))
 }

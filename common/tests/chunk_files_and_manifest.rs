@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
+use common::chunk_files::{import_chunk_files, read_chunk_files, ChunkFileLayout};
 use common::manifest::{self, Finding};
 use common::provenance::Provenance;
-use common::chunk_files::{import_chunk_files, read_chunk_files, ChunkFileLayout};
 use common::tables::ChunksReader;
 
 fn write(path: &Path, text: &str) {
@@ -58,7 +58,7 @@ fn reports_missing_files_and_malformed_lines_with_file_and_line() {
     // c.txt is missing.
     let layout = ChunkFileLayout::in_dir(d);
     let mut docs = Vec::new();
-    let report = read_chunk_files(&layout, |chunks| {
+    let report = read_chunk_files::<common::Error>(&layout, |chunks| {
         docs.push(chunks);
         Ok(())
     })
@@ -98,7 +98,7 @@ fn unusable_layouts_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write(&d.join("metadata.tsv"), "id\tyear\na\t1900\n");
-    let e = read_chunk_files(&ChunkFileLayout::in_dir(d), |_| Ok(()))
+    let e = read_chunk_files::<common::Error>(&ChunkFileLayout::in_dir(d), |_| Ok(()))
         .unwrap_err()
         .to_string();
     assert!(
@@ -108,11 +108,15 @@ fn unusable_layouts_are_errors() {
 
     let mut layout = ChunkFileLayout::in_dir(d);
     layout.id_column = "id".into();
-    let e = read_chunk_files(&layout, |_| Ok(())).unwrap_err().to_string();
+    let e = read_chunk_files::<common::Error>(&layout, |_| Ok(()))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no chunk could be read"), "{e}");
 
     write(&d.join("metadata.tsv"), "");
-    let e = read_chunk_files(&layout, |_| Ok(())).unwrap_err().to_string();
+    let e = read_chunk_files::<common::Error>(&layout, |_| Ok(()))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("empty metadata file"), "{e}");
 
     let out = d.join("out.parquet");

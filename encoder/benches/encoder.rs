@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use encoder::SentenceEncoder;
 use common::tables::ChunksReader;
+use encoder::SentenceEncoder;
 
 // See encoder::alloc for why.
 #[global_allocator]

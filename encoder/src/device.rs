@@ -67,4 +67,3 @@ pub(crate) fn warn_if_slow(dtype: DType, device: &Device) {
         );
     }
 }
-

@@ -12,9 +12,9 @@ use crate::embed::{batch_per_core, token_budget_batches};
 use crate::error::{Error, Result};
 use crate::folder::{Architecture, ModelCard, ModelFolder};
 use crate::layers::{Dropout, Mode};
-use crate::{pooling, roberta};
 use crate::tokenize::{PaddedBatch, TextTokenizer};
 use crate::weights::Weights;
+use crate::{pooling, roberta};
 
 pub struct SentenceEncoder {
     pub folder: ModelFolder,
@@ -266,4 +266,3 @@ fn build_encoder(folder: &ModelFolder, weights: &Weights) -> Result<BertEncoder>
     };
     built.map_err(|e| Error::model(&folder.dir, format!("cannot build the encoder: {e}")))
 }
-

@@ -56,6 +56,7 @@ fn main() -> anyhow::Result<()> {
             max_retries: 3,
             initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(1),
+            max_retry_wait: Duration::from_secs(300),
         },
         model: "bench".into(),
         prompts: PromptSet::default_set(),
@@ -68,6 +69,7 @@ fn main() -> anyhow::Result<()> {
         price_per_1k: (0.0, 0.0),
         batch: false,
         poll_interval: Duration::from_secs(1),
+        min_overlap: 0.3,
     };
     let report = run(&opts)?;
     println!(

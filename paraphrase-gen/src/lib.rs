@@ -5,20 +5,26 @@
 //! concurrently within `max_in_flight`, `rpm` and `tpm`; every answer is appended durably to
 //! `STATE/answers.jsonl` as it arrives, so a rerun after a crash asks only for what is
 //! missing, and the output is a pure function of the input and the stored answers.
+//!
+//! Responses are read leniently ([`response`]), reasoning left in the content is cut away, and
+//! answers that share too few content words with their source are refused ([`overlap`]).
+//! Every row without a paraphrase at the end of a run has a line in `STATE/failures.jsonl`.
 
 pub mod api;
 pub mod batch;
+pub mod overlap;
 pub mod prompts;
+pub mod response;
 pub mod store;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_openai::types::chat::{
     ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
-    ChatCompletionRequestUserMessage, CreateChatCompletionRequest, CreateChatCompletionResponse,
+    ChatCompletionRequestUserMessage, CreateChatCompletionRequest,
 };
 use common::provenance::Provenance;
 use common::schema::{Category, Side};
@@ -26,10 +32,11 @@ use common::tables::{write_pairs, PairRow, PairsReader};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use serde_json::Value;
 
 use api::{ApiConfig, CallError, RateLimiter, RetryStats};
 use prompts::PromptSet;
-use store::{answer_key, Answer, Failure, Journal};
+use store::{answer_key, Answer, Failure, FailureKind, Journal};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -39,11 +46,13 @@ pub enum Error {
     Invalid(String),
     #[error("the API refused the request, stopping: {0}")]
     Fatal(String),
-    #[error("{failed} of {total} paraphrases failed (more than --max-failures {max}); see {file}")]
+    #[error("{failed} of {total} paraphrases failed (more than --max-failures {max}; in this run {unusable} answers were unusable and {low_overlap} rejected by the overlap check); see {file}")]
     TooManyFailures {
         failed: usize,
         total: usize,
         max: usize,
+        unusable: usize,
+        low_overlap: usize,
         file: String,
     },
     #[error("{path}: {source}")]
@@ -89,6 +98,9 @@ pub struct Options {
     pub price_per_1k: (f64, f64),
     pub batch: bool,
     pub poll_interval: std::time::Duration,
+    /// Least share of an answer's content words found in its source ([`overlap::overlap`]);
+    /// answers below it are failures of kind `low_overlap`. 0 turns the check off.
+    pub min_overlap: f64,
 }
 
 impl Options {
@@ -111,6 +123,10 @@ pub struct Report {
     pub requested: usize,
     pub answered: usize,
     pub failed: usize,
+    /// Answers received in this run but not taken (empty, truncated, refused, only reasoning).
+    pub unusable: usize,
+    /// Answers received in this run and refused by the overlap check.
+    pub low_overlap: usize,
     pub retries: u64,
     pub waited_seconds: f64,
     pub estimated_prompt_tokens: u64,
@@ -130,6 +146,8 @@ pub struct Job {
     pub key: String,
     pub pair_id: String,
     pub request: CreateChatCompletionRequest,
+    /// The text the paraphrase is of, for the overlap check.
+    pub source: String,
     pub system_prompt_id: Option<String>,
     pub prompt_id: String,
     pub temperature: f32,
@@ -202,6 +220,7 @@ pub fn plan_job(opts: &Options, row: &PairRow, prompts_hash: &str) -> Result<Job
         key: answer_key(&row.pair_id, prompts_hash),
         pair_id: row.pair_id.clone(),
         request,
+        source: text.to_string(),
         system_prompt_id: system.map(|s| s.id.clone()),
         prompt_id: user.id.clone(),
         temperature,
@@ -210,60 +229,97 @@ pub fn plan_job(opts: &Options, row: &PairRow, prompts_hash: &str) -> Result<Job
     })
 }
 
-/// Turns a response into an answer, or says why it is not usable.
+/// Why a response gave no paraphrase: what goes to `failures.jsonl`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub kind: FailureKind,
+    pub error: String,
+    /// The answer not taken, when there was one.
+    pub text: Option<String>,
+}
+
+impl Rejection {
+    pub(crate) fn into_failure(self, job: &Job, attempts: u32) -> Failure {
+        Failure {
+            key: job.key.clone(),
+            pair_id: job.pair_id.clone(),
+            error: self.error,
+            attempts,
+            kind: self.kind,
+            text: self.text,
+        }
+    }
+}
+
+/// Turns a chat completion body into an answer, or says why it gives none: no answer in the
+/// body, a refusal, a truncated or withheld answer (finish reason `length` or
+/// `content_filter`), nothing after the reasoning block, an empty answer, or (when
+/// `min_overlap` > 0) fewer than `min_overlap` of its content words found in the source. Any
+/// other finish reason (`stop`, TGI's `eos_token`, …) is taken and recorded verbatim.
 pub fn to_answer(
     job: &Job,
     model: &str,
-    response: &CreateChatCompletionResponse,
-) -> Result<Answer, String> {
-    let choice = response
-        .choices
-        .first()
-        .ok_or("no choice in the response")?;
-    let finish = choice
-        .finish_reason
-        .map(|f| format!("{f:?}").to_lowercase())
-        .unwrap_or_else(|| "unknown".into());
-    if let Some(refusal) = choice
-        .message
-        .refusal
-        .as_deref()
-        .filter(|r| !r.trim().is_empty())
-    {
-        return Err(format!("refusal: {refusal}"));
+    body: &Value,
+    min_overlap: f64,
+) -> Result<Answer, Rejection> {
+    let unusable = |error: String, text: Option<&str>| Rejection {
+        kind: FailureKind::Unusable,
+        error,
+        text: text.filter(|t| !t.trim().is_empty()).map(str::to_string),
+    };
+    let c = response::parse_completion(body).map_err(|error| Rejection {
+        kind: FailureKind::Request,
+        error,
+        text: None,
+    })?;
+    if let Some(refusal) = &c.refusal {
+        return Err(unusable(format!("refusal: {refusal}"), None));
     }
-    let text = choice
-        .message
-        .content
-        .as_deref()
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    if finish == "length" {
-        return Err("truncated answer (finish_reason=length)".into());
+    let raw = c.content.as_deref().unwrap_or("");
+    match c.finish_reason.as_deref() {
+        Some("length") => {
+            return Err(unusable(
+                "truncated answer (finish_reason=length)".into(),
+                Some(raw),
+            ))
+        }
+        Some("content_filter") => {
+            return Err(unusable(
+                "answer withheld by the content filter".into(),
+                None,
+            ))
+        }
+        _ => {}
     }
-    if finish == "contentfilter" || finish == "content_filter" {
-        return Err("answer withheld by the content filter".into());
-    }
+    let text = response::strip_reasoning(raw).map_err(|e| unusable(e, Some(raw)))?;
     if text.is_empty() {
-        return Err("empty answer".into());
+        return Err(unusable("empty answer".into(), None));
+    }
+    if min_overlap > 0.0 {
+        let share = overlap::overlap(&text, &job.source);
+        if share < min_overlap {
+            return Err(Rejection {
+                kind: FailureKind::LowOverlap,
+                error: format!(
+                    "the answer shares {:.0} % of its content words with the source, less than --min-overlap {min_overlap}: it may describe the passage rather than paraphrase it",
+                    share * 100.0
+                ),
+                text: Some(text),
+            });
+        }
     }
     Ok(Answer {
         key: job.key.clone(),
         pair_id: job.pair_id.clone(),
         text,
-        model: if response.model.is_empty() {
-            model.to_string()
-        } else {
-            response.model.clone()
-        },
+        model: c.model.unwrap_or_else(|| model.to_string()),
         system_prompt_id: job.system_prompt_id.clone(),
         prompt_id: job.prompt_id.clone(),
         temperature: job.temperature,
         seed: job.seed,
-        finish_reason: finish,
-        prompt_tokens: response.usage.as_ref().map(|u| u.prompt_tokens as i32),
-        completion_tokens: response.usage.as_ref().map(|u| u.completion_tokens as i32),
+        finish_reason: c.finish_reason,
+        prompt_tokens: c.prompt_tokens,
+        completion_tokens: c.completion_tokens,
     })
 }
 
@@ -273,17 +329,61 @@ enum Outcome {
     Fatal(String),
 }
 
+/// Where outcomes go as they arrive: the fsynced journals, the answers in memory, and what
+/// this run settled, for the report and for rows left without an outcome.
+struct Sink {
+    answers: Journal,
+    failures: Journal,
+    stored: HashMap<String, Answer>,
+    settled: HashSet<String>,
+    unusable: usize,
+    low_overlap: usize,
+}
+
+impl Sink {
+    /// Journals one outcome; returns the message of a fatal one.
+    fn record(&mut self, outcome: Outcome) -> Result<Option<String>, Error> {
+        match outcome {
+            Outcome::Answer(a) => {
+                let path = self.answers.path().to_path_buf();
+                self.answers.append(&a).map_err(io(&path))?;
+                self.settled.insert(a.key.clone());
+                self.stored.insert(a.key.clone(), a);
+            }
+            Outcome::Failure(f) => {
+                tracing::warn!("pair {}: {}", f.pair_id, f.error);
+                match f.kind {
+                    FailureKind::Unusable => self.unusable += 1,
+                    FailureKind::LowOverlap => self.low_overlap += 1,
+                    FailureKind::Request => {}
+                }
+                let path = self.failures.path().to_path_buf();
+                self.failures.append(&f).map_err(io(&path))?;
+                self.settled.insert(f.key);
+            }
+            Outcome::Fatal(e) => return Ok(Some(e)),
+        }
+        Ok(None)
+    }
+}
+
 pub fn run(opts: &Options) -> Result<Report, Error> {
     opts.prompts.validate().map_err(Error::Invalid)?;
     if opts.max_in_flight == 0 {
         return Err(Error::Invalid("--max-in-flight must be at least 1".into()));
+    }
+    if !(0.0..=1.0).contains(&opts.min_overlap) {
+        return Err(Error::Invalid(format!(
+            "--min-overlap {} is not a share in [0, 1]",
+            opts.min_overlap
+        )));
     }
     let rows = PairsReader::read_all(&opts.input)?;
     let prompts_hash = opts.prompts.hash();
     let state = opts.state_dir();
     std::fs::create_dir_all(&state).map_err(io(&state))?;
     let answers_path = state.join("answers.jsonl");
-    let mut stored = store::load_answers(&answers_path).map_err(io(&answers_path))?;
+    let stored = store::load_answers(&answers_path).map_err(io(&answers_path))?;
 
     let mut jobs = Vec::new();
     let mut report = Report::default();
@@ -306,51 +406,63 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
 
     let start = std::time::Instant::now();
     let failures_path = state.join("failures.jsonl");
-    let mut failures_journal = Journal::open(&failures_path).map_err(io(&failures_path))?;
-    let mut answers_journal = Journal::open(&answers_path).map_err(io(&answers_path))?;
+    let mut sink = Sink {
+        answers: Journal::open(&answers_path).map_err(io(&answers_path))?,
+        failures: Journal::open(&failures_path).map_err(io(&failures_path))?,
+        stored,
+        settled: HashSet::new(),
+        unusable: 0,
+        low_overlap: 0,
+    };
     let stats = Arc::new(RetryStats::default());
     report.requested = jobs.len();
-    let outcomes = if jobs.is_empty() {
-        Vec::new()
+    let planned: Vec<(String, String)> = jobs
+        .iter()
+        .map(|j| (j.key.clone(), j.pair_id.clone()))
+        .collect();
+    let fatal = if jobs.is_empty() {
+        None
     } else if opts.batch {
-        batch::run_batch(opts, &state, jobs)?
+        record_batch(opts, &state, jobs, &mut sink)?
     } else {
-        run_concurrently(
-            opts,
-            jobs,
-            &stats,
-            &mut answers_journal,
-            &mut failures_journal,
-            &mut stored,
-        )?
+        run_concurrently(opts, jobs, &stats, &mut sink)?
     };
-    for outcome in outcomes {
-        match outcome {
-            // Batch results arrive all at once; stream mode has journalled them already.
-            Outcome::Answer(a) => {
-                answers_journal.append(&a).map_err(io(&answers_path))?;
-                stored.insert(a.key.clone(), a);
-            }
-            Outcome::Failure(f) => failures_journal.append(&f).map_err(io(&failures_path))?,
-            Outcome::Fatal(e) => return Err(Error::Fatal(e)),
-        }
+    if let Some(e) = fatal {
+        return Err(Error::Fatal(e));
     }
-    if opts.batch {
-        // Its results are journalled: the batch is done with.
-        let _ = std::fs::remove_file(state.join(batch::STATE_FILE));
+    // Whatever ended a request without an outcome, its row is a failure on record.
+    let unsettled: Vec<&(String, String)> = planned
+        .iter()
+        .filter(|(key, _)| !sink.settled.contains(key))
+        .collect();
+    for (key, pair_id) in unsettled {
+        let error = "no outcome was recorded for this request".to_string();
+        sink.record(Outcome::Failure(Failure::request(key, pair_id, error, 0)))?;
     }
     report.retries = stats.retries.load(Ordering::Relaxed);
     report.waited_seconds = stats.waited_ms.load(Ordering::Relaxed) as f64 / 1000.0;
     report.seconds = start.elapsed().as_secs_f64();
     report.requests_per_second = report.requested as f64 / report.seconds.max(1e-9);
+    (report.unusable, report.low_overlap) = (sink.unusable, sink.low_overlap);
+    report.failures_file = Some(failures_path);
+    write_output(opts, rows, &sink.stored, &prompts_hash, report)
+}
 
-    // The output: every row, flagged sides filled from the stored answers; rows whose
-    // paraphrase failed are left out (and listed in failures.jsonl).
+/// The output: every row, flagged sides filled from the stored answers; rows whose
+/// paraphrase failed are left out (and listed in failures.jsonl). Fails without writing when
+/// more than `max_failures` are missing.
+fn write_output(
+    opts: &Options,
+    rows: Vec<PairRow>,
+    stored: &HashMap<String, Answer>,
+    prompts_hash: &str,
+    mut report: Report,
+) -> Result<Report, Error> {
     let mut out_rows = Vec::with_capacity(rows.len());
     let mut missing = Vec::new();
     for mut row in rows {
         if let Some(side) = row.paraphrase_side {
-            let key = answer_key(&row.pair_id, &prompts_hash);
+            let key = answer_key(&row.pair_id, prompts_hash);
             let Some(a) = stored.get(&key) else {
                 missing.push(row.pair_id.clone());
                 continue;
@@ -367,7 +479,7 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
                 prompt_id: Some(a.prompt_id.clone()),
                 temperature: Some(a.temperature),
                 seed: Some(a.seed),
-                finish_reason: Some(a.finish_reason.clone()),
+                finish_reason: a.finish_reason.clone(),
                 prompt_tokens: a.prompt_tokens,
                 completion_tokens: a.completion_tokens,
             };
@@ -376,13 +488,18 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
     }
     report.answered = report.flagged - missing.len();
     report.failed = missing.len();
-    report.failures_file = Some(failures_path.clone());
     if missing.len() > opts.max_failures {
         return Err(Error::TooManyFailures {
             failed: missing.len(),
             total: report.flagged,
             max: opts.max_failures,
-            file: failures_path.display().to_string(),
+            unusable: report.unusable,
+            low_overlap: report.low_overlap,
+            file: report
+                .failures_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
         });
     }
     let params = serde_json::json!({
@@ -391,6 +508,7 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         "prompts": opts.prompts,
         "prompts_hash": prompts_hash,
         "seed": opts.seed,
+        "min_overlap": opts.min_overlap,
         "omitted_failed_pairs": missing,
     });
     let provenance = Provenance::new("paraphrase-gen", env!("CARGO_PKG_VERSION"), params)
@@ -401,16 +519,31 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
     Ok(report)
 }
 
+/// Runs the jobs as one batch and journals its results, all at once; then the ended batch is
+/// forgotten, so a rerun submits only what is still missing.
+fn record_batch(
+    opts: &Options,
+    state: &std::path::Path,
+    jobs: Vec<Job>,
+    sink: &mut Sink,
+) -> Result<Option<String>, Error> {
+    for outcome in batch::run_batch(opts, state, jobs)? {
+        if let Some(e) = sink.record(outcome)? {
+            return Ok(Some(e));
+        }
+    }
+    let _ = std::fs::remove_file(state.join(batch::STATE_FILE));
+    Ok(None)
+}
+
 /// Sends the jobs with at most `max_in_flight` in the air, journalling each outcome as it
-/// arrives. Stops launching after a fatal answer.
+/// arrives. Stops launching after a fatal answer, and returns its message.
 fn run_concurrently(
     opts: &Options,
     jobs: Vec<Job>,
     stats: &Arc<RetryStats>,
-    answers: &mut Journal,
-    failures: &mut Journal,
-    stored: &mut HashMap<String, Answer>,
-) -> Result<Vec<Outcome>, Error> {
+    sink: &mut Sink,
+) -> Result<Option<String>, Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -438,37 +571,32 @@ fn run_concurrently(
                 tx.clone(),
                 stop.clone(),
             );
-            let (api, model, max_tokens) = (
+            let (api, model, max_tokens, min_overlap) = (
                 opts.api.clone(),
                 opts.model.clone(),
                 opts.prompts.max_tokens,
+                opts.min_overlap,
             );
             tokio::spawn(async move {
                 let _permit = permit;
                 limiter
                     .acquire(job.estimated_prompt_tokens + max_tokens)
                     .await;
+                // The body as JSON, read leniently by `to_answer`: servers' completions
+                // differ from OpenAI's schema in ways a strict type refuses.
                 let result = api::with_retries(&api, &stats, || {
                     let (c, r) = (client.clone(), job.request.clone());
-                    async move { c.chat().create(r).await }
+                    async move { c.chat().create_byot::<_, Value>(r).await }
                 })
                 .await;
                 let outcome = match result {
-                    Ok(response) => match to_answer(&job, &model, &response) {
+                    Ok(body) => match to_answer(&job, &model, &body, min_overlap) {
                         Ok(a) => Outcome::Answer(a),
-                        Err(error) => Outcome::Failure(Failure {
-                            key: job.key,
-                            pair_id: job.pair_id,
-                            error,
-                            attempts: 1,
-                        }),
+                        Err(r) => Outcome::Failure(r.into_failure(&job, 1)),
                     },
-                    Err(CallError::Failed { error, attempts }) => Outcome::Failure(Failure {
-                        key: job.key,
-                        pair_id: job.pair_id,
-                        error,
-                        attempts,
-                    }),
+                    Err(CallError::Failed { error, attempts }) => {
+                        Outcome::Failure(Failure::request(&job.key, &job.pair_id, error, attempts))
+                    }
                     Err(CallError::Fatal(e)) => {
                         stop.store(true, Ordering::Relaxed);
                         Outcome::Fatal(e)
@@ -478,44 +606,21 @@ fn run_concurrently(
             });
             // Journal what has arrived while launching, so a kill loses as little as possible.
             while let Ok(outcome) = rx.try_recv() {
-                if let Some(fatal) = record(outcome, answers, failures, stored, &bar)? {
-                    return Ok(vec![Outcome::Fatal(fatal)]);
+                bar.inc(1);
+                if let Some(fatal) = sink.record(outcome)? {
+                    return Ok(Some(fatal));
                 }
             }
         }
         drop(tx);
         let mut fatal = None;
         while let Some(outcome) = rx.recv().await {
-            if let Some(e) = record(outcome, answers, failures, stored, &bar)? {
+            bar.inc(1);
+            if let Some(e) = sink.record(outcome)? {
                 fatal.get_or_insert(e);
             }
         }
         bar.finish_and_clear();
-        Ok(fatal.map(|e| vec![Outcome::Fatal(e)]).unwrap_or_default())
+        Ok(fatal)
     })
-}
-
-/// Journals one outcome; returns the message of a fatal one.
-fn record(
-    outcome: Outcome,
-    answers: &mut Journal,
-    failures: &mut Journal,
-    stored: &mut HashMap<String, Answer>,
-    bar: &indicatif::ProgressBar,
-) -> Result<Option<String>, Error> {
-    match outcome {
-        Outcome::Answer(a) => {
-            let path = answers.path().to_path_buf();
-            answers.append(&a).map_err(io(&path))?;
-            stored.insert(a.key.clone(), a);
-        }
-        Outcome::Failure(f) => {
-            tracing::warn!("pair {}: {}", f.pair_id, f.error);
-            let path = failures.path().to_path_buf();
-            failures.append(&f).map_err(io(&path))?;
-        }
-        Outcome::Fatal(e) => return Ok(Some(e)),
-    }
-    bar.inc(1);
-    Ok(None)
 }

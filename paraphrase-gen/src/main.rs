@@ -19,10 +19,19 @@ use paraphrase_gen::{run, Options};
 /// chat-completions API (--base-url). The key comes from OPENAI_API_KEY or --api-key-file and is
 /// never printed or written anywhere.
 ///
+/// Answers are read leniently: any finish reason the server sends (TGI's and sglang's
+/// "eos_token" too) is taken and recorded verbatim in para_finish_reason; missing optional
+/// fields (id, usage, …) are fine. Reasoning left in the content (<think>…</think>, gpt-oss's
+/// analysis channel) is cut away; only the answer after it is kept.
+///
 /// Answers are appended to STATE/answers.jsonl as they arrive: after a crash or a kill, rerun
-/// the same command and only the missing paraphrases are requested. Failures (after retries, or
-/// empty / refused / truncated answers) go to STATE/failures.jsonl; those pairs are left out of
-/// the output, and the run fails if there are more than --max-failures of them.
+/// the same command and only the missing paraphrases are requested. Failures go to
+/// STATE/failures.jsonl, one line per failed pair with its kind: "request" (no answer after the
+/// retries, a Retry-After beyond --max-retry-wait, a 200 body that is no chat completion even
+/// after one retry, a batch that ended before the request), "unusable" (empty, truncated,
+/// withheld, refused, or only reasoning) or "low_overlap" (see --min-overlap; the answer is
+/// kept in the line's "text"). Those pairs are left out of the output, and the run fails if
+/// there are more than --max-failures of them.
 #[derive(Parser)]
 #[command(version, verbatim_doc_comment)]
 struct Args {
@@ -69,12 +78,18 @@ struct Args {
     /// Seconds before a request times out (and is retried).
     #[arg(long, default_value_t = 120.0)]
     timeout: f64,
-    /// Retries of a request on 429, 5xx, timeouts and undecodable answers.
+    /// Retries of a request on 429, 5xx and timeouts (a 200 whose body is not JSON is retried
+    /// once only: it may have been a paid generation).
     #[arg(long, default_value_t = 6)]
     max_retries: u32,
     /// First backoff in seconds (doubles each retry, with jitter; at least Retry-After).
     #[arg(long, default_value_t = 1.0)]
     initial_backoff: f64,
+    /// Longest Retry-After honoured, in seconds (either HTTP form: seconds or a date). A server
+    /// asking for a longer wait (a daily quota) fails that request at once, with the wait it
+    /// asked for in failures.jsonl, instead of putting the run to sleep.
+    #[arg(long, default_value_t = 300.0)]
+    max_retry_wait: f64,
     /// Longest backoff in seconds.
     #[arg(long, default_value_t = 60.0)]
     max_backoff: f64,
@@ -96,6 +111,20 @@ struct Args {
     /// Seconds between polls of a batch.
     #[arg(long, default_value_t = 30.0)]
     poll_interval: f64,
+    /// Least share of an answer's content words that must occur in the passage it paraphrases;
+    /// answers below it (small models sometimes describe the passage, "The passage is condensed
+    /// and rephrased to…", instead of paraphrasing it) are failures of kind "low_overlap".
+    /// Content words: split at non-alphanumerics, lowercased, English stopwords and words under
+    /// 3 characters dropped, cut to 6 characters. Deterministic. 0 turns the check off (the
+    /// reference workflow had none).
+    #[arg(long, default_value_t = 0.3)]
+    min_overlap: f64,
+}
+
+/// A duration option in seconds; negative, NaN or huge values are bad input, not a panic.
+fn seconds(option: &str, value: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| format!("--{option} {value} is not a number of seconds ≥ 0"))
 }
 
 fn read_key(file: Option<&PathBuf>) -> Result<String, String> {
@@ -125,13 +154,23 @@ fn main() -> ExitCode {
     } else {
         read_key(a.api_key_file.as_ref())
     };
-    let (prompts, api_key) = match (prompts, key) {
-        (Ok(p), Ok(k)) => (p, k),
-        (Err(e), _) | (_, Err(e)) => {
+    let durations = (|| {
+        Ok::<_, String>([
+            seconds("timeout", a.timeout)?,
+            seconds("initial-backoff", a.initial_backoff)?,
+            seconds("max-backoff", a.max_backoff)?,
+            seconds("max-retry-wait", a.max_retry_wait)?,
+            seconds("poll-interval", a.poll_interval)?,
+        ])
+    })();
+    let (prompts, api_key, durations) = match (prompts, key, durations) {
+        (Ok(p), Ok(k), Ok(d)) => (p, k, d),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
+    let [timeout, initial_backoff, max_backoff, max_retry_wait, poll_interval] = durations;
     let opts = Options {
         input: a.pairs,
         out: a.out,
@@ -139,10 +178,11 @@ fn main() -> ExitCode {
         api: ApiConfig {
             base_url: a.base_url,
             api_key,
-            timeout: Duration::from_secs_f64(a.timeout),
+            timeout,
             max_retries: a.max_retries,
-            initial_backoff: Duration::from_secs_f64(a.initial_backoff),
-            max_backoff: Duration::from_secs_f64(a.max_backoff),
+            initial_backoff,
+            max_backoff,
+            max_retry_wait,
         },
         model: a.model,
         prompts,
@@ -154,7 +194,8 @@ fn main() -> ExitCode {
         dry_run: a.dry_run,
         price_per_1k: (a.price_prompt, a.price_completion),
         batch: a.batch,
-        poll_interval: Duration::from_secs_f64(a.poll_interval),
+        poll_interval,
+        min_overlap: a.min_overlap,
     };
     match run(&opts) {
         Ok(r) if opts.dry_run => {
@@ -166,8 +207,9 @@ fn main() -> ExitCode {
         }
         Ok(r) => {
             eprintln!(
-                "{} of {} flagged pairs paraphrased ({} from earlier runs, {} requests, {} retries, {:.1} requests/s, {} + {} tokens); {} failed → {}",
+                "{} of {} flagged pairs paraphrased ({} from earlier runs, {} requests, {} retries, {:.1} requests/s, {} + {} tokens); {} failed ({} answers unusable, {} answers rejected by the overlap check) → {}",
                 r.answered, r.flagged, r.already_stored, r.requested, r.retries, r.requests_per_second, r.prompt_tokens, r.completion_tokens, r.failed,
+                r.unusable, r.low_overlap,
                 r.output.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
             );
             ExitCode::SUCCESS

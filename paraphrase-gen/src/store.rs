@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// One accepted paraphrase, as journalled in `answers.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Answer {
     pub key: String,
@@ -18,17 +19,54 @@ pub struct Answer {
     pub prompt_id: String,
     pub temperature: f32,
     pub seed: i64,
-    pub finish_reason: String,
+    /// As the server sent it; `None` when it sent none. (Journals written before this was
+    /// optional hold a string, which reads the same.)
+    pub finish_reason: Option<String>,
     pub prompt_tokens: Option<i32>,
     pub completion_tokens: Option<i32>,
 }
 
+/// Why a row has no paraphrase, for the summary's counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// No answer came: HTTP errors after the retries, a `Retry-After` beyond
+    /// `--max-retry-wait`, a body that is no chat completion, a batch that ended first.
+    #[default]
+    Request,
+    /// An answer came but cannot be used: empty, truncated, withheld, refused, or only
+    /// reasoning.
+    Unusable,
+    /// The answer shares too few content words with its source (`--min-overlap`).
+    LowOverlap,
+}
+
+/// One failed row, as journalled in `failures.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Failure {
     pub key: String,
     pub pair_id: String,
     pub error: String,
     pub attempts: u32,
+    #[serde(default)]
+    pub kind: FailureKind,
+    /// The answer that was not taken, when there was one, for inspection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+impl Failure {
+    /// A failure with no answer to keep.
+    pub fn request(key: &str, pair_id: &str, error: String, attempts: u32) -> Self {
+        Failure {
+            key: key.into(),
+            pair_id: pair_id.into(),
+            error,
+            attempts,
+            kind: FailureKind::Request,
+            text: None,
+        }
+    }
 }
 
 pub fn answer_key(pair_id: &str, prompts_hash: &str) -> String {

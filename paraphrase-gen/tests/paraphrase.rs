@@ -14,7 +14,7 @@ use common::tables::{write_pairs, PairRow, PairsReader};
 use paraphrase_gen::api::ApiConfig;
 use paraphrase_gen::prompts::PromptSet;
 use paraphrase_gen::{run, Options};
-use support::server::{passage_of, Fault, Server, KEY};
+use support::server::{passage_of, BatchEnd, Fault, Server, DESCRIPTION, KEY};
 
 /// `n` pairs; every third is single-synthetic (one side empty), every seventh synthetic-pair.
 fn make_pairs(path: &Path, n: usize) -> Vec<PairRow> {
@@ -74,6 +74,7 @@ fn options(server: &Server, input: &Path, out: &Path) -> Options {
             max_retries: 6,
             initial_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(200),
+            max_retry_wait: Duration::from_secs(5),
         },
         model: "test-model".into(),
         prompts: PromptSet::default_set(),
@@ -86,6 +87,7 @@ fn options(server: &Server, input: &Path, out: &Path) -> Options {
         price_per_1k: (0.0, 0.0),
         batch: false,
         poll_interval: Duration::from_millis(20),
+        min_overlap: 0.3,
     }
 }
 
@@ -174,7 +176,7 @@ fn transient_faults_are_retried_with_backoff_and_retry_after() {
         s.faults.extend([
             Fault::Status {
                 code: 429,
-                retry_after: Some(1),
+                retry_after: Some("1".into()),
             },
             Fault::Status {
                 code: 500,
@@ -437,4 +439,372 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     files
+}
+
+/// Runs in a thread of its own and gives up waiting after `limit`: a run that sleeps on a
+/// server's word fails the test instead of hanging it.
+fn run_within(
+    opts: &Options,
+    limit: Duration,
+) -> Option<Result<paraphrase_gen::Report, paraphrase_gen::Error>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let opts = opts.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(run(&opts));
+    });
+    rx.recv_timeout(limit).ok()
+}
+
+fn jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_retry_after_beyond_the_cap_fails_the_rows_at_once_and_names_the_wait() {
+    // A daily quota, a value no Duration holds, and a date a day ahead.
+    let tomorrow =
+        httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(86400));
+    for header in ["86400", "1e20", tomorrow.as_str()] {
+        let server = Server::start();
+        server.with(|s| {
+            s.always = Some(Fault::Status {
+                code: 429,
+                retry_after: Some(header.into()),
+            })
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("pairs.parquet");
+        let n = flagged(&make_pairs(&input, 12));
+        let opts = options(&server, &input, &dir.path().join("out.parquet"));
+        let start = std::time::Instant::now();
+        let e = run_within(&opts, Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("Retry-After: {header} put the run to sleep"))
+            .unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(10), "{header}");
+        assert!(
+            e.to_string()
+                .contains(&format!("{n} of {n} paraphrases failed")),
+            "{e}"
+        );
+        let failures = jsonl(&opts.state_dir().join("failures.jsonl"));
+        assert_eq!(failures.len(), n, "every failed row is in failures.jsonl");
+        for f in &failures {
+            let error = f["error"].as_str().unwrap();
+            assert!(
+                error.contains(&format!("Retry-After: {header}")),
+                "the message names the wait asked for: {error}"
+            );
+            // The wait in seconds, for the date form too (less the seconds the run took).
+            let secs = if header == "1e20" {
+                vec!["wait 100000000000000000000 s"]
+            } else {
+                vec!["wait 86400 s", "wait 86399 s", "wait 86398 s"]
+            };
+            assert!(secs.iter().any(|s| error.contains(s)), "{error}");
+        }
+        assert_eq!(
+            server.with(|s| s.log.len()),
+            n,
+            "one request per row, no retry"
+        );
+    }
+}
+
+#[test]
+fn retry_after_is_honoured_as_seconds_and_as_an_http_date() {
+    let server = Server::start();
+    let in_4s = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(4));
+    server.with(|s| {
+        s.faults.extend([
+            Fault::Status {
+                code: 429,
+                retry_after: Some(in_4s),
+            },
+            // A date in the past: retry at once (after the backoff).
+            Fault::Status {
+                code: 503,
+                retry_after: Some("Sun, 06 Nov 1994 08:49:37 GMT".into()),
+            },
+            // A value that is no HTTP form: ignored, the backoff applies.
+            Fault::Status {
+                code: 429,
+                retry_after: Some("soon".into()),
+            },
+        ])
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("pairs.parquet");
+    let rows = make_pairs(&input, 12);
+    let mut opts = options(&server, &input, &dir.path().join("out.parquet"));
+    opts.max_in_flight = 1;
+    let start = std::time::Instant::now();
+    let report = run_within(&opts, Duration::from_secs(20)).unwrap().unwrap();
+    assert_eq!((report.answered, report.retries), (flagged(&rows), 3));
+    // The date is whole seconds, and the request left some time after it was written: the
+    // wait asked for is in (2, 4] s.
+    assert!(
+        (2.0..4.5).contains(&report.waited_seconds),
+        "waited {} s",
+        report.waited_seconds
+    );
+    assert!(start.elapsed() >= Duration::from_secs(2));
+}
+
+#[test]
+fn answers_in_tgi_and_sglang_shape_are_taken_with_their_finish_reason() {
+    let server = Server::start();
+    server.with(|s| s.always = Some(Fault::Tgi));
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("pairs.parquet");
+    let rows = make_pairs(&input, 12);
+    let opts = options(&server, &input, &dir.path().join("out.parquet"));
+    let report = run_within(&opts, Duration::from_secs(30)).unwrap().unwrap();
+    assert_eq!((report.answered, report.failed), (flagged(&rows), 0));
+    assert_eq!(
+        server.with(|s| s.log.len()),
+        flagged(&rows),
+        "one generation per pair"
+    );
+    let filled = PairsReader::read_all(&opts.out).unwrap();
+    for row in filled.iter().filter(|r| r.provenance.model.is_some()) {
+        assert_eq!(row.provenance.finish_reason.as_deref(), Some("eos_token"));
+        assert_eq!(row.provenance.prompt_tokens, None, "no usage sent");
+    }
+    assert_eq!(
+        filled
+            .iter()
+            .filter(|r| r.provenance.model.is_some())
+            .count(),
+        flagged(&rows)
+    );
+}
+
+#[test]
+fn a_200_without_a_usable_answer_fails_its_row_after_at_most_one_retry() {
+    for fault in [Fault::Malformed, Fault::NoChoices] {
+        let server = Server::start();
+        server.with(|s| s.always = Some(fault.clone()));
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("pairs.parquet");
+        let n = flagged(&make_pairs(&input, 12));
+        let opts = options(&server, &input, &dir.path().join("out.parquet"));
+        let e = run_within(&opts, Duration::from_secs(30))
+            .unwrap()
+            .unwrap_err();
+        assert!(e.to_string().contains(&format!("{n} of {n}")), "{e}");
+        assert_eq!(jsonl(&opts.state_dir().join("failures.jsonl")).len(), n);
+        let requests = server.with(|s| s.log.len());
+        assert!(
+            (n..=2 * n).contains(&requests),
+            "{fault:?}: {requests} generations paid for {n} pairs"
+        );
+    }
+}
+
+#[test]
+fn reasoning_blocks_never_become_the_paraphrase() {
+    for fault in [Fault::Think, Fault::Harmony] {
+        let server = Server::start();
+        server.with(|s| s.always = Some(fault.clone()));
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("pairs.parquet");
+        let rows = make_pairs(&input, 12);
+        let opts = options(&server, &input, &dir.path().join("out.parquet"));
+        let report = run_within(&opts, Duration::from_secs(30)).unwrap().unwrap();
+        assert_eq!(report.answered, flagged(&rows), "{fault:?}");
+        let filled = PairsReader::read_all(&opts.out).unwrap();
+        for (before, after) in rows.iter().zip(&filled) {
+            let text = match before.paraphrase_side {
+                Some(Side::Anchor) => after.anchor.as_deref().unwrap(),
+                Some(Side::Positive) => after.positive.as_deref().unwrap(),
+                None => continue,
+            };
+            assert!(text.starts_with("A paraphrase of P"), "{fault:?}: {text:?}");
+            assert!(
+                !text.contains("keep the names") && !text.contains('<'),
+                "{text:?}"
+            );
+        }
+    }
+    // Nothing after the reasoning: a failure row, never a paraphrase.
+    let server = Server::start();
+    server.with(|s| s.faults.push_back(Fault::ThinkOnly));
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("pairs.parquet");
+    let n = flagged(&make_pairs(&input, 12));
+    let mut opts = options(&server, &input, &dir.path().join("out.parquet"));
+    opts.max_in_flight = 1;
+    let e = run_within(&opts, Duration::from_secs(30))
+        .unwrap()
+        .unwrap_err();
+    assert!(e.to_string().contains(&format!("1 of {n}")), "{e}");
+    let failures = jsonl(&opts.state_dir().join("failures.jsonl"));
+    assert_eq!(failures.len(), 1);
+    assert!(
+        failures[0]["error"].as_str().unwrap().contains("reasoning"),
+        "{failures:?}"
+    );
+}
+
+#[test]
+fn answers_that_describe_the_passage_are_rejected_and_counted() {
+    let server = Server::start();
+    server.with(|s| s.faults.extend([Fault::Describe, Fault::Describe]));
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("pairs.parquet");
+    let rows = make_pairs(&input, 12);
+    let out = dir.path().join("out.parquet");
+    let output = cli(
+        &server,
+        &input,
+        &out,
+        &["--max-in-flight", "1", "--max-failures", "2"],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} of {} flagged pairs paraphrased",
+            flagged(&rows) - 2,
+            flagged(&rows)
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("2 answers rejected by the overlap check"),
+        "{stderr}"
+    );
+    let failures = jsonl(&dir.path().join("out.parquet.state/failures.jsonl"));
+    assert_eq!(failures.len(), 2);
+    for f in &failures {
+        assert_eq!(
+            f["text"].as_str(),
+            Some(DESCRIPTION),
+            "the rejected answer is kept: {f}"
+        );
+        assert!(
+            f["error"].as_str().unwrap().contains("--min-overlap"),
+            "{f}"
+        );
+    }
+    let filled = PairsReader::read_all(&out).unwrap();
+    assert!(filled
+        .iter()
+        .all(|r| r.anchor.as_deref() != Some(DESCRIPTION)
+            && r.positive.as_deref() != Some(DESCRIPTION)));
+}
+
+#[test]
+fn help_names_the_retry_wait_cap_and_the_overlap_check() {
+    let output = Command::new(env!("CARGO_BIN_EXE_paraphrase-gen"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        help.contains("--max-retry-wait") && help.contains("[default: 300]"),
+        "{help}"
+    );
+    assert!(
+        help.contains("--min-overlap") && help.contains("[default: 0.3]"),
+        "{help}"
+    );
+    // A wait that is no duration is bad input (exit 2), not a panic.
+    let output = Command::new(env!("CARGO_BIN_EXE_paraphrase-gen"))
+        .args([
+            "--pairs",
+            "p.parquet",
+            "--out",
+            "o.parquet",
+            "--max-retry-wait=-1",
+        ])
+        .env("OPENAI_API_KEY", KEY)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--max-retry-wait -1"), "{stderr}");
+}
+
+#[test]
+fn a_batch_that_ends_half_done_keeps_its_answers_and_a_rerun_asks_only_for_the_rest() {
+    for status in ["expired", "cancelled", "failed"] {
+        let server = Server::start();
+        server.with(|s| {
+            s.batch_end = BatchEnd::Partial {
+                status,
+                answered: 3,
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("pairs.parquet");
+        let rows = make_pairs(&input, 20);
+        let n = flagged(&rows);
+        let mut opts = options(&server, &input, &dir.path().join("out.parquet"));
+        opts.batch = true;
+        let e = run_within(&opts, Duration::from_secs(30))
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            e.to_string().contains(&format!("{} of {n}", n - 3)),
+            "{status}: {e}"
+        );
+        let state = opts.state_dir();
+        assert_eq!(
+            jsonl(&state.join("answers.jsonl")).len(),
+            3,
+            "{status}: the billed answers are kept"
+        );
+        let failures = jsonl(&state.join("failures.jsonl"));
+        assert_eq!(failures.len(), n - 3, "{status}");
+        assert!(
+            failures
+                .iter()
+                .all(|f| f["error"].as_str().unwrap().contains(status)),
+            "{failures:?}"
+        );
+
+        server.with(|s| s.batch_end = BatchEnd::Completed);
+        let report = run_within(&opts, Duration::from_secs(30)).unwrap().unwrap();
+        assert_eq!(
+            (report.already_stored, report.requested, report.answered),
+            (3, n - 3, n)
+        );
+        assert_eq!(
+            server.with(|s| s.uploaded_requests.clone()),
+            vec![n, n - 3],
+            "{status}"
+        );
+        let filled = PairsReader::read_all(&opts.out).unwrap();
+        assert!(filled
+            .iter()
+            .all(|r| r.anchor.is_some() && r.positive.is_some()));
+    }
+    // Failed at validation: nothing was done; every row fails with the server's reason.
+    let server = Server::start();
+    server.with(|s| s.batch_end = BatchEnd::Invalid);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("pairs.parquet");
+    let n = flagged(&make_pairs(&input, 20));
+    let mut opts = options(&server, &input, &dir.path().join("out.parquet"));
+    opts.batch = true;
+    let e = run_within(&opts, Duration::from_secs(30))
+        .unwrap()
+        .unwrap_err();
+    assert!(e.to_string().contains(&format!("{n} of {n}")), "{e}");
+    let failures = jsonl(&opts.state_dir().join("failures.jsonl"));
+    assert_eq!(failures.len(), n);
+    assert!(
+        failures[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist"),
+        "{failures:?}"
+    );
 }

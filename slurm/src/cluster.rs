@@ -25,9 +25,66 @@ pub fn sbatch(script: &std::path::Path, after_ok: Option<&str>) -> Result<String
         cmd.arg(format!("--dependency=afterok:{dep}"));
     }
     cmd.arg(script);
-    let out = run(&mut cmd)?;
-    // --parsable prints "id" or "id;cluster".
-    Ok(out.split(';').next().unwrap_or("").to_string())
+    let shown = format!("{cmd:?}");
+    parse_job_id(&run(&mut cmd)?).map_err(|e| format!("{shown}: {e}"))
+}
+
+/// The job id in what `sbatch --parsable` printed: the last line that is `ID` or `ID;cluster`.
+/// Some sites' submit plugins print their own lines (quota notices, banners) on stdout before
+/// or after it, so every other line is ignored; output without such a line is an error that
+/// quotes it.
+pub fn parse_job_id(stdout: &str) -> Result<String, String> {
+    let is_id = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    stdout
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find_map(|line| {
+            let (id, cluster) = match line.split_once(';') {
+                Some((id, cluster)) => (id, Some(cluster)),
+                None => (line, None),
+            };
+            let cluster_ok =
+                cluster.is_none_or(|c| !c.is_empty() && !c.contains(char::is_whitespace));
+            (is_id(id) && cluster_ok).then(|| id.to_string())
+        })
+        .ok_or_else(|| {
+            format!(
+                "no job id in what sbatch printed (expected a line `ID` or `ID;cluster`):\n{}",
+                if stdout.trim().is_empty() {
+                    "(nothing)".to_string()
+                } else {
+                    stdout.trim_end().to_string()
+                }
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_job_id;
+
+    #[test]
+    fn the_job_id_is_the_last_id_line_whatever_plugins_print() {
+        assert_eq!(parse_job_id("4242\n").unwrap(), "4242");
+        assert_eq!(parse_job_id("4242;delta\n").unwrap(), "4242");
+        let chatty = "sbatch: site plugin: 3 jobs in the queue\nAccount ok; 87% of 1000 used\n17\nsbatch: 9 SUs charged\n";
+        assert_eq!(parse_job_id(chatty).unwrap(), "17");
+        assert_eq!(parse_job_id("12\n13;c2\nbye\n").unwrap(), "13");
+        for bad in [
+            "",
+            "Submitted batch job 12\n",
+            "12;\n",
+            "12 ;x y\n",
+            "abc;def",
+        ] {
+            let e = parse_job_id(bad).unwrap_err();
+            assert!(
+                e.contains("no job id") && e.contains(bad.trim()),
+                "{bad:?}: {e}"
+            );
+        }
+    }
 }
 
 /// A job as squeue sees it (only while it is pending or running).

@@ -1,6 +1,6 @@
 //! slurm: one pipeline config → the stages run on this machine, or as chained sbatch jobs
-//! (select-pairs → [paraphrase-gen] → tune-embeddings → apply-model array, each `afterok` the
-//! one before). A stage is finished when its output folder's MANIFEST.json lists what the
+//! (select-pairs → [paraphrase-gen] → tune-embeddings → apply-model array → [precocity] →
+//! [report], each `afterok` the one before). A stage is finished when its output folder's MANIFEST.json lists what the
 //! stage must produce and every listed file verifies; resubmitting skips finished stages and
 //! reuses jobs still queued or running.
 
@@ -16,7 +16,7 @@ use common::manifest::{self, Manifest};
 use serde::{Deserialize, Serialize};
 
 use config::Config;
-use stages::{sbatch_script, script_path, stages, Stage};
+use stages::{sbatch_script, script_path, stage_profile, stages, Stage};
 
 pub type Result<T> = std::result::Result<T, String>;
 
@@ -71,8 +71,17 @@ fn expected_outputs(config: &Config, stage: Stage) -> Result<Vec<String>> {
                 .map(|s| format!("{s}.parquet"))
                 .collect()
         }
+        Stage::Precocity => vec![
+            "documents.tsv".into(),
+            "documents.parquet".into(),
+            "chunks.parquet".into(),
+        ],
+        Stage::Report => vec![REPORT_PAGE.into()],
     })
 }
+
+/// The report stage's page, in its output folder.
+pub const REPORT_PAGE: &str = "index.html";
 
 /// Whether a stage's outputs are complete and intact.
 pub fn is_done(config: &Config, stage: Stage) -> Result<bool> {
@@ -90,9 +99,18 @@ pub fn is_done(config: &Config, stage: Stage) -> Result<bool> {
             .is_empty())
 }
 
-/// Writes every stage's sbatch script into RUN/slurm/; returns (path, script) pairs.
+/// Writes every stage's sbatch script into RUN/slurm/, each under the stage's own profile or
+/// `profile`; returns (path, script) pairs. Fails before writing anything if a stage that runs
+/// on a GPU would run a binary built without CUDA.
 pub fn plan(config: &Config, profile: &str) -> Result<Vec<(PathBuf, String)>> {
-    let profile = config.profile(profile)?;
+    let default = config.profile(profile)?;
+    for stage in stages(config) {
+        let p = stage_profile(config, default, stage)?;
+        if stages::runs_on_gpu(p, stage) {
+            let program = stages::command(config, Some(p), stage).remove(0);
+            stages::check_cuda_build(&program).map_err(|e| format!("{}: {e}", stage.name()))?;
+        }
+    }
     if let Some(key_file) = &config.paraphrase_gen.api_key_file {
         if config.paraphrase_gen.enabled {
             config::check_key_file(key_file)?;
@@ -103,7 +121,7 @@ pub fn plan(config: &Config, profile: &str) -> Result<Vec<(PathBuf, String)>> {
     let mut scripts = Vec::new();
     for (i, stage) in stages(config).into_iter().enumerate() {
         let path = script_path(&config.run_dir, i, stage);
-        let script = sbatch_script(config, profile, stage);
+        let script = sbatch_script(config, stage_profile(config, default, stage)?, stage);
         common::atomic::write_atomic(&path, script.as_bytes()).map_err(|e| e.to_string())?;
         scripts.push((path, script));
     }

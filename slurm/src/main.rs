@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use slurm::config::Config;
+use slurm::stages::Stage;
 
 /// Run the strata pipeline from one config: on this machine, or as chained sbatch jobs.
 ///
@@ -32,6 +33,8 @@ enum Cmd {
         profile: String,
     },
     /// Submit the unfinished stages, chained with --dependency=afterok; apply-model as an array.
+    /// A stage that runs on a GPU under the profile must have a CUDA build of its binary
+    /// (checked with `--version` before anything is queued).
     Submit {
         #[arg(long, short, default_value = "pipeline.toml")]
         config: PathBuf,
@@ -135,6 +138,15 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
             }
             for (metric, base, tuned) in slurm::tuning_summary(&config) {
                 eprintln!("  held-out {metric}: base model {base:.4} → tuned {tuned:.4}");
+            }
+            // The report's page last, alone on stdout, for scripts.
+            let page = config
+                .run_dir
+                .join(Stage::Report.output_dir())
+                .join(slurm::REPORT_PAGE);
+            if config.report.enabled && page.exists() {
+                eprintln!("report:");
+                println!("{}", page.display());
             }
         }
         Cmd::Manifest { dir } => print!("{}", slurm::sync::describe(&dir)?),

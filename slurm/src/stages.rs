@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, Profile};
+use crate::config::{Config, Profile, StageResources};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Stage {
@@ -12,15 +12,30 @@ pub enum Stage {
     ParaphraseGen,
     TuneEmbeddings,
     ApplyModel,
+    Precocity,
+    Report,
 }
 
 impl Stage {
+    /// Every stage, in pipeline order.
+    pub const ALL: [Stage; 6] = [
+        Stage::SelectPairs,
+        Stage::ParaphraseGen,
+        Stage::TuneEmbeddings,
+        Stage::ApplyModel,
+        Stage::Precocity,
+        Stage::Report,
+    ];
+
+    /// The stage's binary (and its name in logs, scripts and the state file).
     pub fn name(self) -> &'static str {
         match self {
             Stage::SelectPairs => "select-pairs",
             Stage::ParaphraseGen => "paraphrase-gen",
             Stage::TuneEmbeddings => "tune-embeddings",
             Stage::ApplyModel => "apply-model",
+            Stage::Precocity => "precocity",
+            Stage::Report => "report",
         }
     }
 
@@ -31,6 +46,8 @@ impl Stage {
             Stage::ParaphraseGen => "paraphrase_gen",
             Stage::TuneEmbeddings => "tune_embeddings",
             Stage::ApplyModel => "apply_model",
+            Stage::Precocity => "precocity",
+            Stage::Report => "report",
         }
     }
 
@@ -41,22 +58,74 @@ impl Stage {
             Stage::ParaphraseGen => "pairs-filled",
             Stage::TuneEmbeddings => "model",
             Stage::ApplyModel => "embeddings",
+            Stage::Precocity => "precocity",
+            Stage::Report => "report",
         }
     }
 
-    fn uses_gpu(self) -> bool {
+    /// Whether the stage can compute on a GPU (`--device cuda:N` in a CUDA build); only these
+    /// inherit a profile's `gres` and `gpu_args`.
+    pub fn gpu_capable(self) -> bool {
         matches!(self, Stage::TuneEmbeddings | Stage::ApplyModel)
+    }
+
+    /// Tasks of the stage's job array, if it runs as one: (tasks, at most this many at once).
+    fn array(self, config: &Config) -> Option<(usize, Option<usize>)> {
+        match self {
+            Stage::ApplyModel => Some((
+                config.apply_model.array_tasks,
+                config.apply_model.max_parallel,
+            )),
+            Stage::Precocity if config.precocity.array_tasks > 1 => {
+                Some((config.precocity.array_tasks, config.precocity.max_parallel))
+            }
+            _ => None,
+        }
     }
 }
 
 /// The stages this config runs, in order.
 pub fn stages(config: &Config) -> Vec<Stage> {
-    let mut s = vec![Stage::SelectPairs];
-    if config.paraphrase_gen.enabled {
-        s.push(Stage::ParaphraseGen);
+    Stage::ALL
+        .into_iter()
+        .filter(|s| match s {
+            Stage::ParaphraseGen => config.paraphrase_gen.enabled,
+            Stage::Precocity => config.precocity.enabled,
+            Stage::Report => config.report.enabled,
+            _ => true,
+        })
+        .collect()
+}
+
+/// The profile a stage's job runs under: its own (`<stage>.profile`) or `default`.
+pub fn stage_profile<'a>(
+    config: &'a Config,
+    default: &'a Profile,
+    stage: Stage,
+) -> Result<&'a Profile, String> {
+    match config.stage_profile(stage) {
+        Some(name) => config.profile(name),
+        None => Ok(default),
     }
-    s.extend([Stage::TuneEmbeddings, Stage::ApplyModel]);
-    s
+}
+
+/// What the stage's job asks Slurm for under `profile`.
+pub fn resources(profile: &Profile, stage: Stage) -> StageResources {
+    profile.resources(stage.key(), stage.gpu_capable())
+}
+
+/// Whether the stage computes on a GPU under `profile`: a GPU stage whose job asks for one.
+pub fn runs_on_gpu(profile: &Profile, stage: Stage) -> bool {
+    stage.gpu_capable() && resources(profile, stage).gres.is_some()
+}
+
+/// The training pairs, relative to the run folder.
+fn pairs_file(config: &Config) -> &'static str {
+    if config.paraphrase_gen.enabled {
+        "pairs-filled/pairs.parquet"
+    } else {
+        "pairs/pairs.parquet"
+    }
 }
 
 /// The documents select-pairs holds out and tune-embeddings evaluates on (the document split).
@@ -81,12 +150,11 @@ fn bin(config: &Config, profile: Option<&Profile>, name: &str) -> String {
 /// The command line of a stage (program first).
 pub fn command(config: &Config, profile: Option<&Profile>, stage: Stage) -> Vec<String> {
     let s = |v: &str| v.to_string();
-    let pairs = if config.paraphrase_gen.enabled {
-        "pairs-filled/pairs.parquet"
-    } else {
-        "pairs/pairs.parquet"
-    };
-    let gpu_args = profile.map(|p| p.gpu_args.clone()).unwrap_or_default();
+    let pairs = pairs_file(config);
+    let gpu_args = profile
+        .filter(|p| runs_on_gpu(p, stage))
+        .map(|p| p.gpu_args.clone())
+        .unwrap_or_default();
     let mut cmd = vec![bin(config, profile, stage.name())];
     match stage {
         Stage::SelectPairs => {
@@ -138,8 +206,57 @@ pub fn command(config: &Config, profile: Option<&Profile>, stage: Stage) -> Vec<
             cmd.extend(gpu_args);
             cmd.extend(config.apply_model.args.iter().cloned());
         }
+        Stage::Precocity => {
+            cmd.extend([
+                s("--embeddings"),
+                s("embeddings"),
+                s("--pairs"),
+                s(pairs),
+                s("--out"),
+                s("precocity"),
+            ]);
+            cmd.extend(config.precocity.args.iter().cloned());
+        }
+        Stage::Report => {
+            cmd.extend([
+                s("."),
+                s("--out"),
+                s("report"),
+                s("--base-model"),
+                config.base_model.display().to_string(),
+                s("--corpus"),
+                config.corpus.display().to_string(),
+            ]);
+            cmd.extend(config.report.args.iter().cloned());
+        }
     }
     cmd
+}
+
+/// Checks that a binary a GPU stage runs was built with CUDA: its `--version` line lists the
+/// build's features (`apply-model 0.1.0 (features: cuda)`). Run before anything is queued, so
+/// a CPU-only build is found before the GPU queue wait, not after it.
+pub fn check_cuda_build(program: &str) -> Result<(), String> {
+    let how = "build it with CUDA (scripts/build-cuda.sh here, or on a GPU node: \
+               `CUDA_COMPUTE_CAP=90 cargo build --release --features cuda -p apply-model -p tune-embeddings`), \
+               or set the profile's bin_dir to where the CUDA build is";
+    let out = std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("{program}: {e}; {how}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let features = text
+        .split_once("(features:")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(list, _)| list);
+    match features {
+        Some(list) if list.split([',', ' ']).any(|f| f == "cuda") => Ok(()),
+        _ => Err(format!(
+            "{program} was built without CUDA (`--version`: {:?}) but runs on a GPU under this \
+             profile; {how}",
+            text.trim()
+        )),
+    }
 }
 
 /// Quotes a word for bash.
@@ -161,60 +278,56 @@ pub fn script_path(run_dir: &Path, index: usize, stage: Stage) -> PathBuf {
         .join(format!("{}-{}.sbatch", index + 1, stage.name()))
 }
 
-/// The sbatch script of a stage for a cluster profile.
+/// The sbatch script of a stage under a cluster profile (the stage's own, see
+/// [`stage_profile`]).
 pub fn sbatch_script(config: &Config, profile: &Profile, stage: Stage) -> String {
     let run = config.run_dir.display().to_string();
+    let res = resources(profile, stage);
+    let array = stage.array(config);
     let mut lines = vec![
         "#!/bin/bash".to_string(),
         format!("#SBATCH --job-name=strata-{}", stage.name()),
     ];
     lines.push(format!("#SBATCH --chdir={}", shell_quote(&run)));
-    let log = if stage == Stage::ApplyModel {
-        "%A_%a"
-    } else {
-        "%j"
-    };
+    let log = if array.is_some() { "%A_%a" } else { "%j" };
     lines.push(format!(
         "#SBATCH --output={}",
         shell_quote(&format!("{run}/slurm/logs/{}-{log}.out", stage.name()))
     ));
     let opt = |name: &str, v: &Option<String>| v.as_ref().map(|v| format!("#SBATCH --{name}={v}"));
-    lines.extend(opt("partition", &profile.partition));
-    lines.extend(opt("account", &profile.account));
-    lines.extend(opt("qos", &profile.qos));
-    lines.extend(opt("mem", &profile.mem));
-    lines.push(format!("#SBATCH --cpus-per-task={}", profile.cpus));
-    if let Some(t) = profile.time.get(stage.key()) {
-        lines.push(format!("#SBATCH --time={t}"));
-    }
-    if stage.uses_gpu() {
-        lines.extend(opt("gres", &profile.gres));
-    }
-    if stage == Stage::ApplyModel {
-        let n = config.apply_model.array_tasks;
-        let limit = config
-            .apply_model
-            .max_parallel
-            .map(|k| format!("%{k}"))
-            .unwrap_or_default();
+    lines.extend(opt("partition", &res.partition));
+    lines.extend(opt("account", &res.account));
+    lines.extend(opt("qos", &res.qos));
+    lines.extend(opt("mem", &res.mem));
+    lines.push(format!("#SBATCH --cpus-per-task={}", res.cpus));
+    lines.extend(opt("time", &res.time));
+    lines.extend(opt("gres", &res.gres));
+    if let Some((n, max_parallel)) = array {
+        let limit = max_parallel.map(|k| format!("%{k}")).unwrap_or_default();
         lines.push(format!("#SBATCH --array=0-{}{limit}", n - 1));
     }
     lines.push("set -euo pipefail".into());
-    lines.extend(profile.setup.iter().cloned());
+    lines.extend(res.setup.iter().cloned());
     if stage == Stage::ParaphraseGen && config.paraphrase_gen.api_key_file.is_none() {
         lines.push("# The API key comes from OPENAI_API_KEY in the job's environment (never from this file).".into());
         lines.push(
             ": \"${OPENAI_API_KEY:?set OPENAI_API_KEY or paraphrase_gen.api_key_file}\"".into(),
         );
     }
-    if stage == Stage::ApplyModel {
-        // apply-model takes its share of the shards from SLURM_ARRAY_TASK_ID / _COUNT.
+    if stage == Stage::Precocity && array.is_some() {
+        // precocity splits the centre years by SLURM_ARRAY_TASK_ID / _COUNT itself.
         lines.push("export SLURM_ARRAY_TASK_COUNT=${SLURM_ARRAY_TASK_COUNT:-1}".into());
     }
-    let cmd: Vec<String> = command(config, Some(profile), stage)
+    let mut cmd: Vec<String> = command(config, Some(profile), stage)
         .iter()
         .map(|w| shell_quote(w))
         .collect();
+    if let (Stage::ApplyModel, Some((n, _))) = (stage, array) {
+        // apply-model takes its task id from SLURM_ARRAY_TASK_ID; the number of task slots is
+        // written here rather than read from SLURM_ARRAY_TASK_COUNT, so that resubmitting some
+        // tasks (`sbatch --array=2,3 THIS`) embeds exactly their shards.
+        cmd.extend(["--num-shards".to_string(), n.to_string()]);
+    }
     lines.push(format!("exec {}", cmd.join(" ")));
     lines.join("\n") + "\n"
 }

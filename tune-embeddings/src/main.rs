@@ -59,6 +59,14 @@ enum Cmd {
     },
 }
 
+/// `--version`: the version and the build's features; `slurm plan` reads "cuda" here before
+/// it queues a GPU stage.
+const VERSION: &str = if cfg!(feature = "cuda") {
+    concat!(env!("CARGO_PKG_VERSION"), " (features: cuda)")
+} else {
+    concat!(env!("CARGO_PKG_VERSION"), " (features: cpu only)")
+};
+
 /// Fine-tune a sentence-transformers model on training pairs.
 ///
 /// Training data is one of --pairs (select-pairs / paraphrase-gen output), --jsonl
@@ -81,7 +89,7 @@ enum Cmd {
 /// max_seq_length 128 (saved into the model), split by pair.
 #[derive(Parser)]
 #[command(
-    version,
+    version = VERSION,
     verbatim_doc_comment,
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true

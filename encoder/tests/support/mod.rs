@@ -2,7 +2,7 @@
 //! run, and the reference embeddings copied from the project's shared material.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub use common::testing::base_model;
 

@@ -18,11 +18,46 @@ pub const KEY: &str = "sk-test-0123456789";
 /// What the next chat request gets instead of a good answer.
 #[derive(Debug, Clone)]
 pub enum Fault {
-    Status { code: u16, retry_after: Option<u64> },
+    /// An error status, with a `Retry-After` header sent verbatim when given.
+    Status {
+        code: u16,
+        retry_after: Option<String>,
+    },
     Malformed,
     Slow(Duration),
     Empty,
     Truncated,
+    /// A good answer in the shape TGI and sglang send: `finish_reason: "eos_token"`, and no
+    /// `id`, `object`, `created`, `usage`, `logprobs` or `refusal`.
+    Tgi,
+    /// A 200 whose JSON holds no answer (`"choices": []`).
+    NoChoices,
+    /// A good answer after a `<think>…</think>` block, as a reasoning model served without a
+    /// reasoning parser sends it.
+    Think,
+    /// The same in gpt-oss's harmony format, analysis channel then final channel.
+    Harmony,
+    /// Only a reasoning block: the model never got to the answer.
+    ThinkOnly,
+    /// An answer that describes the passage instead of paraphrasing it (seen from small local
+    /// models).
+    Describe,
+}
+
+/// How a batch ends when it is polled after `polls_until_done`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum BatchEnd {
+    /// Every request answered.
+    #[default]
+    Completed,
+    /// `status` ("expired", "cancelled", "failed") after answering the first `answered`
+    /// requests; the others are in the error file, as OpenAI writes them.
+    Partial {
+        status: &'static str,
+        answered: usize,
+    },
+    /// "failed" at validation: no output or error file, only the batch's `errors`.
+    Invalid,
 }
 
 #[derive(Debug, Clone)]
@@ -34,11 +69,16 @@ pub struct Logged {
 #[derive(Default)]
 pub struct Inner {
     pub faults: VecDeque<Fault>,
+    /// What every request gets once `faults` is empty (none: a good answer).
+    pub always: Option<Fault>,
     pub latency: Duration,
     pub log: Vec<Logged>,
     pub files: HashMap<String, Vec<u8>>,
     pub batches: HashMap<String, (String, u32)>, // id → (input file, polls so far)
     pub uploads: u32,
+    /// Requests in each uploaded batch input file, in upload order.
+    pub uploaded_requests: Vec<usize>,
+    pub batch_end: BatchEnd,
     pub batches_created: u32,
     /// Polls a batch stays in_progress before it completes.
     pub polls_until_done: u32,
@@ -69,7 +109,9 @@ fn answer(body: &Value, content: &str, finish: &str) -> Value {
     })
 }
 
-/// The deterministic good answer for a request.
+/// The deterministic good answer for a request: it names the passage token and the
+/// temperature sent, and repeats the passage (the last paragraph of the prompt), so it shares
+/// most of its content words with the source as a faithful paraphrase does.
 fn paraphrase(body: &Value) -> (String, String) {
     let prompt = body["messages"]
         .as_array()
@@ -79,11 +121,16 @@ fn paraphrase(body: &Value) -> (String, String) {
         .to_string();
     let passage = passage_of(&prompt);
     let t = body["temperature"].as_f64().unwrap_or(1.0);
+    let source = prompt.rsplit("\n\n").next().unwrap_or("");
     (
         passage.clone(),
-        format!("A paraphrase of {passage} at temperature {t:.3}."),
+        format!("A paraphrase of {passage} at temperature {t:.3}: {source}"),
     )
 }
+
+/// What a small model answered instead of a paraphrase (issue 17, SmolLM2-135M).
+pub const DESCRIPTION: &str =
+    "The passage is condensed and rephrased to provide a concise summary of its main points.";
 
 fn authorized(headers: &HeaderMap) -> bool {
     headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {KEY}"))
@@ -98,11 +145,8 @@ async fn chat(State(s): State<Server>, headers: HeaderMap, Json(body): Json<Valu
     let (passage, text) = paraphrase(&body);
     let (fault, latency, empty) = {
         let mut g = s.inner.lock().unwrap();
-        (
-            g.faults.pop_front(),
-            g.latency,
-            g.empty_for.contains(&passage),
-        )
+        let fault = g.faults.pop_front().or_else(|| g.always.clone());
+        (fault, g.latency, g.empty_for.contains(&passage))
     };
     let log = |status: u16| {
         s.inner.lock().unwrap().log.push(Logged {
@@ -119,9 +163,8 @@ async fn chat(State(s): State<Server>, headers: HeaderMap, Json(body): Json<Valu
         Some(Fault::Status { code, retry_after }) => {
             log(code);
             let mut r = (StatusCode::from_u16(code).unwrap(), Json(json!({"error": {"message": "try later", "type": "rate_limit_error", "param": null, "code": null}}))).into_response();
-            if let Some(s) = retry_after {
-                r.headers_mut()
-                    .insert("retry-after", s.to_string().parse().unwrap());
+            if let Some(v) = retry_after {
+                r.headers_mut().insert("retry-after", v.parse().unwrap());
             }
             r
         }
@@ -147,6 +190,38 @@ async fn chat(State(s): State<Server>, headers: HeaderMap, Json(body): Json<Valu
             log(200);
             Json(answer(&body, &text, "length")).into_response()
         }
+        Some(Fault::Tgi) => {
+            log(200);
+            let body = json!({
+                "model": body["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "eos_token"}],
+            });
+            Json(body).into_response()
+        }
+        Some(Fault::NoChoices) => {
+            log(200);
+            Json(json!({"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": []}))
+                .into_response()
+        }
+        Some(Fault::Think) => {
+            log(200);
+            let content = format!("<think>\nThe user wants a paraphrase of {passage}. Let me keep the names.\n</think>\n\n{text}");
+            Json(answer(&body, &content, "stop")).into_response()
+        }
+        Some(Fault::Harmony) => {
+            log(200);
+            let content = format!("<|channel|>analysis<|message|>Paraphrase {passage}, keep the names.<|end|><|start|>assistant<|channel|>final<|message|>{text}<|return|>");
+            Json(answer(&body, &content, "stop")).into_response()
+        }
+        Some(Fault::ThinkOnly) => {
+            log(200);
+            let content = format!("<think>\nThe user wants a paraphrase of {passage}. First, ");
+            Json(answer(&body, &content, "stop")).into_response()
+        }
+        Some(Fault::Describe) => {
+            log(200);
+            Json(answer(&body, DESCRIPTION, "stop")).into_response()
+        }
         None if empty => {
             log(200);
             Json(answer(&body, "  ", "stop")).into_response()
@@ -170,6 +245,11 @@ async fn upload(State(s): State<Server>, headers: HeaderMap, mut form: Multipart
     }
     let mut g = s.inner.lock().unwrap();
     g.uploads += 1;
+    let requests = bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count();
+    g.uploaded_requests.push(requests);
     let id = format!("file-{}", g.files.len() + 1);
     let len = bytes.len();
     g.files.insert(id.clone(), bytes);
@@ -215,11 +295,27 @@ async fn get_batch(State(s): State<Server>, Path(id): Path<String>) -> Response 
     if polls <= until {
         return Json(batch_json(&id, &input, "in_progress", None)).into_response();
     }
-    // Complete: answer every request of the input file.
+    // Done: answer the requests the batch got to; the others go to the error file.
+    let (status, answered) = match g.batch_end {
+        BatchEnd::Completed => ("completed", usize::MAX),
+        BatchEnd::Partial { status, answered } => (status, answered),
+        BatchEnd::Invalid => {
+            let mut b = batch_json(&id, &input, "failed", None);
+            b["errors"] = json!({"object": "list", "data": [{"code": "model_not_found", "message": "The model `nope` does not exist.", "param": "body.model", "line": 1}]});
+            return Json(b).into_response();
+        }
+    };
     let requests = String::from_utf8(g.files[&input].clone()).unwrap();
-    let mut out = String::new();
-    for line in requests.lines() {
+    let (mut out, mut errors) = (String::new(), String::new());
+    for (i, line) in requests.lines().enumerate() {
         let req: Value = serde_json::from_str(line).unwrap();
+        if i >= answered {
+            let code = format!("batch_{status}");
+            let line = json!({"id": "r", "custom_id": req["custom_id"], "response": null,
+                "error": {"code": code, "message": "This request could not be executed before the batch ended."}});
+            errors += &format!("{line}\n");
+            continue;
+        }
         let (passage, text) = paraphrase(&req["body"]);
         g.log.push(Logged {
             passage,
@@ -230,7 +326,13 @@ async fn get_batch(State(s): State<Server>, Path(id): Path<String>) -> Response 
     }
     let out_id = format!("file-out-{id}");
     g.files.insert(out_id.clone(), out.into_bytes());
-    Json(batch_json(&id, &input, "completed", Some(&out_id))).into_response()
+    let mut b = batch_json(&id, &input, status, Some(&out_id));
+    if !errors.is_empty() {
+        let err_id = format!("file-err-{id}");
+        g.files.insert(err_id.clone(), errors.into_bytes());
+        b["error_file_id"] = json!(err_id);
+    }
+    Json(b).into_response()
 }
 
 impl Server {
