@@ -7,9 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, Int32Array, StringArray};
-use common::parquet_io::{
-    commit_rename, temp_path, ColumnKind, ColumnSpec, TableReader, TableWriter,
-};
+use common::atomic::{commit_rename, temp_path};
+use common::parquet_io::{ColumnKind, ColumnSpec, TableReader, TableWriter};
 use common::provenance::Provenance;
 use common::schema;
 use common::{Error, Result};

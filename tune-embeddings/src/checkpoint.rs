@@ -11,7 +11,7 @@
 //! is all the RNG state there is. Each folder is replaced atomically (written beside, renamed).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor, Var};
 use serde::{Deserialize, Serialize};

@@ -47,7 +47,7 @@ pub fn held_out_chunks(
     let mut rows: Vec<ChunkRow> = Vec::new();
     corpus.for_each_batch(common::parquet_io::BATCH_ROWS, |batch| {
         rows.extend(batch.into_iter().filter(|r| docs.contains(&r.doc_id)));
-        Ok(())
+        Ok::<(), Error>(())
     })?;
     if rows.is_empty() {
         return Err(Error::Invalid(
