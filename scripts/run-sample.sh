@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The main job on the bundled sample corpus (249 State of the Union addresses, 1790-2026), on
 # CPU: fetches the base model, builds the tools, and runs the pipeline of pipeline.toml here —
-# select-pairs → tune-embeddings (one short epoch) → apply-model → precocity → report — then
-# prints where the outputs are, the held-out MRR@10 of the base and the tuned model, the most
-# precocious addresses and the report's page. A rerun skips the stages whose outputs verify.
-# Outputs go to runs/sample/.
+# select-pairs (20 % of the documents held out) → tune-embeddings (two epochs) → apply-model →
+# precocity → report — then prints where the outputs are, on the held-out documents the base and
+# the tuned model's successive-passage MRR@10 and kNN year error, the most precocious addresses
+# and the report's page. A rerun skips the stages whose outputs verify. Outputs go to
+# runs/sample/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

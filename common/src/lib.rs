@@ -12,6 +12,7 @@ pub mod perf;
 pub mod progress;
 pub mod provenance;
 pub mod schema;
+pub mod split;
 pub mod tables;
 #[cfg(feature = "test-support")]
 pub mod testing;

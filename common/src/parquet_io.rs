@@ -239,6 +239,7 @@ impl TableReader {
         }
         Ok(Some(Batch {
             path: &self.path,
+            specs: &self.specs,
             first_row,
             len: batch.num_rows(),
             columns,
@@ -272,11 +273,13 @@ fn cast_checked(
     Ok(cast)
 }
 
-/// One record batch of a [`TableReader`], columns in the order of the reader's specs.
+/// One record batch of a [`TableReader`]; columns are addressed by their schema name (one of
+/// the reader's specs).
 pub struct Batch<'a> {
     path: &'a Path,
     first_row: u64,
     len: usize,
+    specs: &'a [ColumnSpec],
     columns: Vec<Option<ArrayRef>>,
 }
 
@@ -294,8 +297,20 @@ impl Batch<'_> {
         self.first_row + i as u64
     }
 
-    pub fn column(&self, spec: usize) -> Option<&ArrayRef> {
-        self.columns[spec].as_ref()
+    /// The position of `column` among the reader's specs.
+    ///
+    /// # Panics
+    /// When `column` is not one of them: the reader asked for a column it never declared.
+    fn spec(&self, column: &str) -> usize {
+        self.specs
+            .iter()
+            .position(|s| s.name == column)
+            .unwrap_or_else(|| panic!("column {column} is not among the reader's specs"))
+    }
+
+    /// The column named `column` (None: an optional column the file lacks).
+    pub fn column(&self, column: &str) -> Option<&ArrayRef> {
+        self.columns[self.spec(column)].as_ref()
     }
 
     pub fn bad_value(&self, i: usize, column: &'static str, reason: impl Into<String>) -> Error {
@@ -307,15 +322,14 @@ impl Batch<'_> {
         }
     }
 
-    fn required(&self, spec: usize) -> &ArrayRef {
-        self.columns[spec]
-            .as_ref()
+    fn required(&self, column: &str) -> &ArrayRef {
+        self.column(column)
             .expect("required columns are checked at open")
     }
 
     /// A required string column whose values must be non-null and non-blank.
-    pub fn text(&self, spec: usize, column: &'static str, i: usize) -> Result<&str> {
-        let s = self.opt_str(spec, column, i)?;
+    pub fn text(&self, column: &'static str, i: usize) -> Result<&str> {
+        let s = self.opt_str(column, i)?;
         match s {
             None => Err(self.bad_value(i, column, "null value")),
             Some(s) if s.trim().is_empty() => Err(self.bad_value(i, column, "empty text")),
@@ -324,8 +338,8 @@ impl Batch<'_> {
     }
 
     /// A string column that may be null (or absent).
-    pub fn opt_str(&self, spec: usize, _column: &'static str, i: usize) -> Result<Option<&str>> {
-        let Some(col) = self.column(spec) else {
+    pub fn opt_str(&self, column: &'static str, i: usize) -> Result<Option<&str>> {
+        let Some(col) = self.column(column) else {
             return Ok(None);
         };
         let arr = col.as_any().downcast_ref::<arrow::array::StringArray>();
@@ -333,8 +347,8 @@ impl Batch<'_> {
         Ok((!arr.is_null(i)).then(|| arr.value(i)))
     }
 
-    pub fn i32(&self, spec: usize, column: &'static str, i: usize) -> Result<i32> {
-        let arr = self.required(spec);
+    pub fn i32(&self, column: &'static str, i: usize) -> Result<i32> {
+        let arr = self.required(column);
         let arr = arr
             .as_any()
             .downcast_ref::<arrow::array::Int32Array>()
@@ -345,26 +359,26 @@ impl Batch<'_> {
         Ok(arr.value(i))
     }
 
-    pub fn opt_i32(&self, spec: usize, i: usize) -> Option<i32> {
-        let arr = self.column(spec)?;
+    pub fn opt_i32(&self, column: &str, i: usize) -> Option<i32> {
+        let arr = self.column(column)?;
         let arr = arr.as_any().downcast_ref::<arrow::array::Int32Array>()?;
         (!arr.is_null(i)).then(|| arr.value(i))
     }
 
-    pub fn opt_i64(&self, spec: usize, i: usize) -> Option<i64> {
-        let arr = self.column(spec)?;
+    pub fn opt_i64(&self, column: &str, i: usize) -> Option<i64> {
+        let arr = self.column(column)?;
         let arr = arr.as_any().downcast_ref::<arrow::array::Int64Array>()?;
         (!arr.is_null(i)).then(|| arr.value(i))
     }
 
-    pub fn opt_f64(&self, spec: usize, i: usize) -> Option<f64> {
-        let arr = self.column(spec)?;
+    pub fn opt_f64(&self, column: &str, i: usize) -> Option<f64> {
+        let arr = self.column(column)?;
         let arr = arr.as_any().downcast_ref::<arrow::array::Float64Array>()?;
         (!arr.is_null(i)).then(|| arr.value(i))
     }
 
-    pub fn opt_f32(&self, spec: usize, i: usize) -> Option<f32> {
-        let arr = self.column(spec)?;
+    pub fn opt_f32(&self, column: &str, i: usize) -> Option<f32> {
+        let arr = self.column(column)?;
         let arr = arr.as_any().downcast_ref::<arrow::array::Float32Array>()?;
         (!arr.is_null(i)).then(|| arr.value(i))
     }

@@ -72,6 +72,16 @@ pub mod map {
     pub const Y: &str = "y";
 }
 
+/// `scored pairs`: tune-embeddings' CoSENT input (CSV with this header, or Parquet), one row
+/// per pair with its similarity score in [0, 1] (sentence-transformers' STS column names).
+pub mod scored {
+    pub const TABLE: &str = "scored pairs";
+    pub const SENTENCE1: &str = "sentence1";
+    pub const SENTENCE2: &str = "sentence2";
+    /// float32 in [0, 1].
+    pub const SCORE: &str = "score";
+}
+
 /// `ids`: the keys of an exported embedding matrix (`.npy`), row for row.
 pub mod ids {
     pub const TABLE: &str = "ids";

@@ -67,10 +67,10 @@ impl ChunksReader {
         let mut rows = Vec::with_capacity(b.len());
         for i in 0..b.len() {
             rows.push(ChunkRow {
-                doc_id: b.text(0, DOC_ID, i)?.to_string(),
-                year: b.i32(1, YEAR, i)?,
-                chunk_idx: b.i32(2, CHUNK_IDX, i)?,
-                text: b.text(3, TEXT, i)?.to_string(),
+                doc_id: b.text(DOC_ID, i)?.to_string(),
+                year: b.i32(YEAR, i)?,
+                chunk_idx: b.i32(CHUNK_IDX, i)?,
+                text: b.text(TEXT, i)?.to_string(),
             });
         }
         Ok(Some(rows))
@@ -211,34 +211,34 @@ impl PairsReader {
         let owned = |s: Option<&str>| s.map(str::to_string);
         let mut rows = Vec::with_capacity(b.len());
         for i in 0..b.len() {
-            let category = b.text(6, CATEGORY, i)?;
+            let category = b.text(CATEGORY, i)?;
             let category = Category::parse(category).ok_or_else(|| {
                 b.bad_value(i, CATEGORY, format!("unknown category {category:?}"))
             })?;
-            let side = match b.opt_str(7, PARAPHRASE_SIDE, i)? {
+            let side = match b.opt_str(PARAPHRASE_SIDE, i)? {
                 None => None,
                 Some(s) => Some(Side::parse(s).ok_or_else(|| {
                     b.bad_value(i, PARAPHRASE_SIDE, format!("unknown side {s:?}"))
                 })?),
             };
             rows.push(PairRow {
-                pair_id: b.text(0, PAIR_ID, i)?.to_string(),
-                doc_id: b.text(1, DOC_ID, i)?.to_string(),
-                year: b.i32(2, YEAR, i)?,
-                anchor: owned(b.opt_str(3, ANCHOR, i)?),
-                positive: owned(b.opt_str(4, POSITIVE, i)?),
-                negative: owned(b.opt_str(5, NEGATIVE, i)?),
+                pair_id: b.text(PAIR_ID, i)?.to_string(),
+                doc_id: b.text(DOC_ID, i)?.to_string(),
+                year: b.i32(YEAR, i)?,
+                anchor: owned(b.opt_str(ANCHOR, i)?),
+                positive: owned(b.opt_str(POSITIVE, i)?),
+                negative: owned(b.opt_str(NEGATIVE, i)?),
                 category,
                 paraphrase_side: side,
                 provenance: ParaphraseProvenance {
-                    model: owned(b.opt_str(8, PARA_MODEL, i)?),
-                    system_prompt_id: owned(b.opt_str(9, PARA_SYSTEM_PROMPT_ID, i)?),
-                    prompt_id: owned(b.opt_str(10, PARA_PROMPT_ID, i)?),
-                    temperature: b.opt_f32(11, i),
-                    seed: b.opt_i64(12, i),
-                    finish_reason: owned(b.opt_str(13, PARA_FINISH_REASON, i)?),
-                    prompt_tokens: b.opt_i32(14, i),
-                    completion_tokens: b.opt_i32(15, i),
+                    model: owned(b.opt_str(PARA_MODEL, i)?),
+                    system_prompt_id: owned(b.opt_str(PARA_SYSTEM_PROMPT_ID, i)?),
+                    prompt_id: owned(b.opt_str(PARA_PROMPT_ID, i)?),
+                    temperature: b.opt_f32(PARA_TEMPERATURE, i),
+                    seed: b.opt_i64(PARA_SEED, i),
+                    finish_reason: owned(b.opt_str(PARA_FINISH_REASON, i)?),
+                    prompt_tokens: b.opt_i32(PARA_PROMPT_TOKENS, i),
+                    completion_tokens: b.opt_i32(PARA_COMPLETION_TOKENS, i),
                 },
             });
         }
@@ -409,7 +409,7 @@ impl EmbeddingsReader {
         let Some(b) = self.inner.next_batch()? else {
             return Ok(None);
         };
-        let list = b.column(3).expect("required");
+        let list = b.column(EMBEDDING).expect("required");
         let list = list
             .as_any()
             .downcast_ref::<FixedSizeListArray>()
@@ -427,9 +427,9 @@ impl EmbeddingsReader {
                 return Err(b.bad_value(i, EMBEDDING, "null embedding"));
             }
             keys.push(ChunkKey {
-                doc_id: b.text(0, DOC_ID, i)?.to_string(),
-                chunk_idx: b.i32(1, CHUNK_IDX, i)?,
-                year: b.i32(2, YEAR, i)?,
+                doc_id: b.text(DOC_ID, i)?.to_string(),
+                chunk_idx: b.i32(CHUNK_IDX, i)?,
+                year: b.i32(YEAR, i)?,
             });
             let start = (list.offset() + i) * dim;
             matrix.extend_from_slice(&values.values()[start..start + dim]);

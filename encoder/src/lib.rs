@@ -6,8 +6,8 @@
 //! the transformer; `pooling` and `tokenize` do what sentence-transformers' Pooling/Normalize
 //! modules and tokenizer call do; `folder` reads and writes the sentence-transformers layout
 //! and `weights` keeps tensors under their HF names; `sentence_encoder` puts them together,
-//! `embed` schedules batches over cores, `device` parses `--device`/`--precision`; `train` is
-//! the optimizer side (AdamW, clipping, f16 loss scaling); `alloc` the binaries' allocator.
+//! `embed` schedules batches over cores, `device` parses `--device`/`--precision`; `alloc` the
+//! binaries' allocator. Training (losses, optimizer) lives in tune-embeddings, its only user.
 
 pub mod alloc;
 pub mod attention;
@@ -23,7 +23,6 @@ pub mod pooling;
 pub mod roberta;
 pub mod sentence_encoder;
 pub mod tokenize;
-pub mod train;
 pub mod weights;
 
 pub use device::{parse_device, Precision};

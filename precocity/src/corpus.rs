@@ -149,9 +149,9 @@ impl Corpus {
                 while let Some(b) = reader.next_batch()? {
                     for i in 0..b.len() {
                         f(
-                            b.text(0, DOC_ID, i)?,
-                            b.i32(1, CHUNK_IDX, i)?,
-                            b.i32(2, YEAR, i)?,
+                            b.text(DOC_ID, i)?,
+                            b.i32(CHUNK_IDX, i)?,
+                            b.i32(YEAR, i)?,
                             b.file_row(i),
                         )?;
                     }

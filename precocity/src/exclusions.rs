@@ -73,7 +73,7 @@ impl Exclusions {
                 while let Some(b) = reader.next_batch()? {
                     for i in 0..b.len() {
                         ex.train
-                            .insert(b.text(0, schema::pairs::DOC_ID, i)?.to_string());
+                            .insert(b.text(schema::pairs::DOC_ID, i)?.to_string());
                     }
                 }
             }

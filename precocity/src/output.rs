@@ -150,17 +150,17 @@ pub fn read_chunks(path: &Path) -> Result<Vec<ChunkMeasure>> {
     while let Some(b) = reader.next_batch()? {
         for i in 0..b.len() {
             out.push(ChunkMeasure {
-                doc_id: b.text(0, DOC_ID, i)?.to_string(),
-                chunk_idx: b.i32(1, CHUNK_IDX, i)?,
-                year: b.i32(2, YEAR, i)?,
+                doc_id: b.text(DOC_ID, i)?.to_string(),
+                chunk_idx: b.i32(CHUNK_IDX, i)?,
+                year: b.i32(YEAR, i)?,
                 fraction: b
-                    .opt_f64(3, i)
+                    .opt_f64(FRACTION_COMPARED, i)
                     .ok_or_else(|| b.bad_value(i, FRACTION_COMPARED, "null value"))?,
-                filter: b.text(4, FILTERED, i)?.to_string(),
-                radius: b.i32(5, TIME_RADIUS, i)?,
-                precocity: b.opt_f64(6, i),
-                novelty: b.opt_f64(7, i),
-                transience: b.opt_f64(8, i),
+                filter: b.text(FILTERED, i)?.to_string(),
+                radius: b.i32(TIME_RADIUS, i)?,
+                precocity: b.opt_f64(PRECOCITY, i),
+                novelty: b.opt_f64(NOVELTY, i),
+                transience: b.opt_f64(TRANSIENCE, i),
             });
         }
     }

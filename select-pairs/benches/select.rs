@@ -53,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         per_year: None,
         cap_rank: 25,
         params: Params::default(),
+        held_out: None,
     };
     let start = Instant::now();
     let report = run(&opts)?;

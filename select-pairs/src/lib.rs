@@ -36,6 +36,17 @@ pub struct Options {
     /// The cap is the `cap_rank`-th smallest yearly pair count (1-based).
     pub cap_rank: usize,
     pub params: Params,
+    /// The document split: hold out documents for evaluation and write their list.
+    pub held_out: Option<HeldOut>,
+}
+
+/// Documents kept out of the pairs, for evaluation (see [`common::split`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldOut {
+    /// Where the held-out document list goes (one id per line).
+    pub list: PathBuf,
+    /// Fraction of the documents (in the year range) held out.
+    pub fraction: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -57,6 +68,8 @@ pub struct Report {
     pub skipped_documents: BTreeMap<String, usize>,
     /// Lines and documents the chunk-file layout import skipped (with file:line).
     pub import_problems: Vec<String>,
+    /// Documents held out for evaluation (no pair comes from them).
+    pub held_out_documents: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,8 +105,24 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         output: opts.out.clone(),
         ..Report::default()
     };
-    let docs = read_documents(opts, &mut report)?;
+    let mut docs = read_documents(opts, &mut report)?;
     report.documents = docs.len();
+    let held_out = match &opts.held_out {
+        Some(h) => {
+            if !(0.0..1.0).contains(&h.fraction) {
+                return Err(Error::Invalid(format!(
+                    "--held-out-fraction must be in [0, 1), got {}",
+                    h.fraction
+                )));
+            }
+            let ids = docs.iter().map(|d| d.doc_id.as_str());
+            let held = common::split::held_out_documents(ids, h.fraction, opts.seed);
+            docs.retain(|d| !held.contains(&d.doc_id));
+            Some(held)
+        }
+        None => None,
+    };
+    report.held_out_documents = held_out.as_ref().map_or(0, |h| h.len());
     report.chunks = docs.iter().map(|d| d.chunks.len()).sum();
     if docs.is_empty() {
         return Err(Error::Invalid(format!(
@@ -169,6 +198,7 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         "cap_rank": opts.cap_rank,
         "cap": cap,
         "selection": opts.params,
+        "held_out": opts.held_out,
     });
     let provenance = opts.corpus.add_to(Provenance::new(
         "select-pairs",
@@ -177,6 +207,10 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
     ))?;
     let rows = write_pairs(&opts.out, &pairs, &provenance)?;
     common::manifest::record_beside(&opts.out, Some(rows), &provenance)?;
+    if let (Some(h), Some(docs)) = (&opts.held_out, &held_out) {
+        common::split::write_doc_list(&h.list, docs)?;
+        common::manifest::record_beside(&h.list, Some(docs.len() as u64), &provenance)?;
+    }
     Ok(report)
 }
 
@@ -219,7 +253,7 @@ fn read_documents(opts: &Options, report: &mut Report) -> Result<Vec<Document>, 
                     let bad = |reason: String| common::Error::BadValue {
                         path: source.clone().into(),
                         row: this_row,
-                        column: "doc_id",
+                        column: common::schema::chunks::DOC_ID,
                         reason,
                     };
                     if at == usize::MAX || docs[at].year != row.year {

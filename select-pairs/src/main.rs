@@ -84,6 +84,15 @@ struct Args {
     /// Successive pairs only, no paraphrase flags (see above).
     #[arg(long)]
     no_paraphrase: bool,
+    /// The document split: hold out --held-out-fraction of the documents (drawn by --seed), take
+    /// no pair from them, and write their ids here, one per line, for tune-embeddings'
+    /// --held-out-docs (evaluation on documents the model never saw). The reference workflow
+    /// holds out pairs, not documents.
+    #[arg(long)]
+    held_out_docs: Option<PathBuf>,
+    /// Fraction of the documents held out with --held-out-docs.
+    #[arg(long, default_value_t = 0.2, requires = "held_out_docs")]
+    held_out_fraction: f64,
 }
 
 fn main() -> ExitCode {
@@ -118,6 +127,10 @@ fn main() -> ExitCode {
         per_year: args.per_year,
         cap_rank: args.cap_rank,
         params,
+        held_out: args.held_out_docs.map(|list| select_pairs::HeldOut {
+            list,
+            fraction: args.held_out_fraction,
+        }),
     };
     let report = match run(&opts) {
         Ok(r) => r,
@@ -151,6 +164,12 @@ fn print_summary(r: &select_pairs::Report) {
         .map(|(c, n)| format!("{c} {n}"))
         .collect();
     eprintln!("  by category: {}", cats.join(", "));
+    if r.held_out_documents > 0 {
+        eprintln!(
+            "  {} documents held out for evaluation (no pair from them)",
+            r.held_out_documents
+        );
+    }
     let capped = r
         .per_year
         .values()

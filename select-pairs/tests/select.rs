@@ -53,6 +53,7 @@ fn options(corpus: Corpus, out: PathBuf) -> Options {
         per_year: None,
         cap_rank: 25,
         params: Params::default(),
+        held_out: None,
     }
 }
 

@@ -308,18 +308,37 @@ pub fn verify_tree(dir: &Path) -> Result<Vec<(PathBuf, Vec<manifest::Finding>)>>
     Ok(found)
 }
 
-/// The held-out metrics of the tuned model: (metric, base value, tuned value).
-pub fn tuning_summary(config: &Config) -> Option<(String, f64, f64)> {
-    let model = config.run_dir.join("model");
-    let args: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(model.join("training_args.json")).ok()?).ok()?;
-    let metric = args["best"]["metric"].as_str()?.to_string();
-    let tuned = args["best"]["value"].as_f64()?;
-    let log = std::fs::read_to_string(model.join("metrics.jsonl")).ok()?;
-    let first_eval = log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["kind"] == "eval")?;
-    let base = first_eval["metrics"][&metric].as_f64()?;
-    Some((metric, base, tuned))
+/// The tuned model's held-out measures beside the base model's: (metric, base, tuned) for
+/// successive-passage MRR@10 and the kNN year error when tune-embeddings evaluated on a
+/// corpus, else its selecting metric. From the model's training_args.json.
+pub fn tuning_summary(config: &Config) -> Vec<(String, f64, f64)> {
+    let path = config.run_dir.join("model/training_args.json");
+    let Some(args) = std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+    else {
+        return Vec::new();
+    };
+    let held_out = &args["held_out"];
+    let selected = held_out["selected_by"]
+        .as_str()
+        .unwrap_or("mrr@10")
+        .to_string();
+    let wanted = ["successive_mrr@10", "knn_year_error", "knn_same_decade"];
+    let mut metrics: Vec<String> = wanted
+        .iter()
+        .filter(|m| held_out["tuned"].get(**m).is_some())
+        .map(|m| m.to_string())
+        .collect();
+    if metrics.is_empty() {
+        metrics.push(selected);
+    }
+    metrics
+        .into_iter()
+        .filter_map(|m| {
+            let base = held_out["base"][&m].as_f64()?;
+            let tuned = held_out["tuned"][&m].as_f64()?;
+            Some((m, base, tuned))
+        })
+        .collect()
 }

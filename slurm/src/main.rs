@@ -136,7 +136,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
                     config.run_dir.join(stage.output_dir()).display()
                 );
             }
-            if let Some((metric, base, tuned)) = slurm::tuning_summary(&config) {
+            for (metric, base, tuned) in slurm::tuning_summary(&config) {
                 eprintln!("  held-out {metric}: base model {base:.4} → tuned {tuned:.4}");
             }
             // The report's page last, alone on stdout, for scripts.

@@ -128,6 +128,9 @@ fn pairs_file(config: &Config) -> &'static str {
     }
 }
 
+/// The documents select-pairs holds out and tune-embeddings evaluates on (the document split).
+pub const HELD_OUT_DOCS: &str = "pairs/held-out-docs.txt";
+
 fn corpus_args(config: &Config) -> Vec<String> {
     let flag = if config.corpus.is_dir() {
         "--chunk-files"
@@ -161,6 +164,8 @@ pub fn command(config: &Config, profile: Option<&Profile>, stage: Stage) -> Vec<
                 s("pairs/pairs.parquet"),
                 s("--report"),
                 s("pairs/report.json"),
+                s("--held-out-docs"),
+                s(HELD_OUT_DOCS),
             ]);
             if !config.paraphrase_gen.enabled {
                 cmd.push(s("--no-paraphrase"));
@@ -187,7 +192,10 @@ pub fn command(config: &Config, profile: Option<&Profile>, stage: Stage) -> Vec<
                 s(pairs),
                 s("--out"),
                 s("model"),
+                s("--held-out-docs"),
+                s(HELD_OUT_DOCS),
             ]);
+            cmd.extend(corpus_args(config));
             cmd.extend(gpu_args);
             cmd.extend(config.tune_embeddings.args.iter().cloned());
         }

@@ -292,7 +292,11 @@ fn run_local_gives_verified_outputs_and_sync_catches_corruption() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("held-out mrr@10: base model"), "{stderr}");
+    assert!(
+        stderr.contains("held-out successive_mrr@10: base model")
+            && stderr.contains("held-out knn_year_error: base model"),
+        "{stderr}"
+    );
     let run = dir.path().join("run");
     assert_eq!(embedded_keys(&run).len(), rows);
     let again = Command::new(bin)

@@ -12,7 +12,7 @@ use candle_core::Device;
 use common::tables::ChunksReader;
 use encoder::{Precision, SentenceEncoder};
 use tune_embeddings::data::{Examples, Pair, Source};
-use tune_embeddings::{tokenize, EvalSplit, Loss, Options, Trainer};
+use tune_embeddings::{tokenize, EvalSplit, Loss, Options, SplitBy, Trainer};
 
 // See encoder::alloc for why.
 #[global_allocator]
@@ -61,10 +61,13 @@ fn main() -> anyhow::Result<()> {
         weight_decay: 0.01,
         warmup_ratio: 0.1,
         max_grad_norm: 1.0,
-        max_seq_length: SEQ,
+        max_seq_length: Some(SEQ),
         seed: 42,
         dropout: None,
         eval: EvalSplit::Rows(0),
+        split: SplitBy::Pair,
+        held_out_docs: None,
+        corpus: None,
         eval_steps: None,
         best_metric: None,
         checkpoint_steps: None,

@@ -108,15 +108,16 @@ fn load_pairs(path: &Path) -> Result<Vec<Pair>, Error> {
             rows[*first].pair_id
         )));
     }
+    use common::schema::pairs::{ANCHOR, NEGATIVE, POSITIVE};
     rows.into_iter()
         .enumerate()
         .map(|(i, r)| {
             let row = i as u64;
             Ok(Pair {
-                anchor: text(path, row, "anchor", r.anchor)?,
-                positive: text(path, row, "positive", r.positive)?,
+                anchor: text(path, row, ANCHOR, r.anchor)?,
+                positive: text(path, row, POSITIVE, r.positive)?,
                 negative: match r.negative {
-                    Some(n) => Some(text(path, row, "negative", Some(n))?),
+                    Some(n) => Some(text(path, row, NEGATIVE, Some(n))?),
                     None => None,
                 },
             })
@@ -193,7 +194,8 @@ fn load_scored(path: &Path) -> Result<Vec<Scored>, Error> {
             ))
         })
     };
-    let (c1, c2, cs) = (col("sentence1")?, col("sentence2")?, col("score")?);
+    use common::schema::scored::{SCORE, SENTENCE1, SENTENCE2};
+    let (c1, c2, cs) = (col(SENTENCE1)?, col(SENTENCE2)?, col(SCORE)?);
     let mut out = Vec::new();
     for (i, line) in lines.enumerate() {
         let line = line.map_err(|e| common::Error::io(path, e))?;
@@ -203,13 +205,13 @@ fn load_scored(path: &Path) -> Result<Vec<Scored>, Error> {
         }
         let fields = split_csv(&line);
         let get = |c: usize, name: &str| text(path, row, name, fields.get(c).cloned());
-        let score: f32 = get(cs, "score")?
+        let score: f32 = get(cs, SCORE)?
             .trim()
             .parse()
-            .map_err(|_| bad(path, row, "`score` is not a number"))?;
+            .map_err(|_| bad(path, row, format!("`{SCORE}` is not a number")))?;
         out.push(Scored {
-            sentence1: get(c1, "sentence1")?,
-            sentence2: get(c2, "sentence2")?,
+            sentence1: get(c1, SENTENCE1)?,
+            sentence2: get(c2, SENTENCE2)?,
             score: check_score(path, row, score)?,
         });
     }
@@ -239,29 +241,44 @@ fn split_csv(line: &str) -> Vec<String> {
 
 fn load_scored_parquet(path: &Path) -> Result<Vec<Scored>, Error> {
     use common::parquet_io::{ColumnKind, ColumnSpec, TableReader};
+    use common::schema::scored::{SCORE, SENTENCE1, SENTENCE2, TABLE};
     let spec = |name, kind| ColumnSpec {
         name,
         kind,
         optional: false,
     };
     let specs = [
-        spec("sentence1", ColumnKind::Utf8),
-        spec("sentence2", ColumnKind::Utf8),
-        spec("score", ColumnKind::Float32),
+        spec(SENTENCE1, ColumnKind::Utf8),
+        spec(SENTENCE2, ColumnKind::Utf8),
+        spec(SCORE, ColumnKind::Float32),
     ];
-    let mut reader = TableReader::open(path, "scored pairs", &specs)?;
+    let mut reader = TableReader::open(path, TABLE, &specs)?;
     let mut out = Vec::new();
     while let Some(b) = reader.next_batch()? {
         for i in 0..b.len() {
             let score = b
-                .opt_f32(2, i)
-                .ok_or_else(|| b.bad_value(i, "score", "null value"))?;
+                .opt_f32(SCORE, i)
+                .ok_or_else(|| b.bad_value(i, SCORE, "null value"))?;
             out.push(Scored {
-                sentence1: b.text(0, "sentence1", i)?.to_string(),
-                sentence2: b.text(1, "sentence2", i)?.to_string(),
+                sentence1: b.text(SENTENCE1, i)?.to_string(),
+                sentence2: b.text(SENTENCE2, i)?.to_string(),
                 score: check_score(path, b.file_row(i), score)?,
             });
         }
     }
     Ok(out)
+}
+
+/// The document of each example, when the source records one (pairs Parquet's `doc_id`), for
+/// the document split.
+pub fn doc_ids(source: &Source) -> Result<Option<Vec<String>>, Error> {
+    Ok(match source {
+        Source::Pairs(path) => Some(
+            PairsReader::read_all(path)?
+                .into_iter()
+                .map(|r| r.doc_id)
+                .collect(),
+        ),
+        Source::Jsonl(_) | Source::Scored(_) => None,
+    })
 }

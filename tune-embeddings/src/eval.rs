@@ -1,13 +1,158 @@
-//! Held-out evaluation, as the reference did it: binary classification of true pairs against
-//! pairs with rolled positives (accuracy at the best cosine threshold), and retrieval of each
-//! anchor's positive among all held-out positives (MRR@10, Recall@1, Recall@10). For scored
-//! pairs: Spearman and Pearson correlation of cosine with the score.
+//! Held-out evaluation. On held-out pairs, as the reference did it: binary classification of
+//! true pairs against pairs with rolled positives (accuracy at the best cosine threshold), and
+//! retrieval of each anchor's positive among all held-out positives (MRR@10, Recall@1,
+//! Recall@10); for scored pairs, Spearman and Pearson correlation of cosine with the score. On
+//! held-out documents' chunks, the corpus measures of `corpus_eval`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
-use encoder::cosine;
+use common::corpus::Corpus;
+use encoder::{cosine, SentenceEncoder};
+
+use crate::corpus_eval::{corpus_metrics, held_out_chunks, Passage, LOWER_IS_BETTER};
+use crate::data::Examples;
+use crate::trainer::{tokenize, Tokenized};
+use crate::Error;
 
 pub type Metrics = BTreeMap<String, f64>;
+
+/// Held-out chunks of a corpus, tokenized at the length the model embeds at.
+pub struct HeldOutCorpus {
+    ids: Vec<Vec<u32>>,
+    passages: Vec<Passage>,
+}
+
+impl HeldOutCorpus {
+    /// The chunks of `docs` in `corpus`, tokenized by `encoder` (at its current length).
+    pub fn new(
+        encoder: &SentenceEncoder,
+        corpus: &Corpus,
+        docs: &BTreeSet<String>,
+    ) -> Result<Self, Error> {
+        let (texts, passages) = held_out_chunks(corpus, docs)?;
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        Ok(HeldOutCorpus {
+            ids: encoder.tokenizer.encode_batch(&refs)?,
+            passages,
+        })
+    }
+
+    /// Number of held-out chunks.
+    pub fn len(&self) -> usize {
+        self.passages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.passages.is_empty()
+    }
+
+    /// [`corpus_metrics`] of `encoder`'s embeddings.
+    pub fn metrics(&self, encoder: &SentenceEncoder) -> Result<Metrics, Error> {
+        let embeddings = encoder.embed_ids(&self.ids, 32)?;
+        Ok(corpus_metrics(&embeddings, encoder.dim(), &self.passages))
+    }
+}
+
+/// The held-out evaluation: held-out examples (pair metrics, or Spearman for scored pairs)
+/// and/or the held-out documents' chunks ([`corpus_metrics`]), and the metric that selects
+/// the saved model.
+pub struct Evaluation {
+    pairs: Option<Tokenized>,
+    corpus: Option<HeldOutCorpus>,
+    /// `--best-metric` [default: successive_mrr@10 with a corpus, else mrr@10; spearman for
+    /// scored pairs].
+    pub metric: String,
+}
+
+impl Evaluation {
+    /// Tokenizes the held-out examples `idx` with `encoder` (at the length the saved model
+    /// embeds at). `None` when there is nothing to evaluate.
+    pub fn new(
+        encoder: &SentenceEncoder,
+        examples: &Examples,
+        idx: &[usize],
+        corpus: Option<HeldOutCorpus>,
+        best_metric: Option<String>,
+    ) -> Result<Option<Self>, Error> {
+        if idx.is_empty() && corpus.is_none() {
+            return Ok(None);
+        }
+        let metric = best_metric.unwrap_or_else(|| match (examples, &corpus) {
+            (Examples::Scored(_), _) => "spearman".into(),
+            (_, Some(_)) => "successive_mrr@10".into(),
+            (_, None) => "mrr@10".into(),
+        });
+        let pairs = (!idx.is_empty())
+            .then(|| tokenize(encoder, examples, idx))
+            .transpose()?;
+        Ok(Some(Evaluation {
+            pairs,
+            corpus,
+            metric,
+        }))
+    }
+
+    /// Held-out metrics of `encoder`'s current weights: the pair metrics under their own
+    /// names, the corpus measures under theirs.
+    pub fn metrics(&self, encoder: &SentenceEncoder) -> Result<Metrics, Error> {
+        let mut m = Metrics::new();
+        if let Some(data) = &self.pairs {
+            let dim = encoder.dim();
+            let embed = |c: usize| encoder.embed_ids(&data.columns[c], 64);
+            let (first, second) = (embed(0)?, embed(1)?);
+            m.extend(match &data.scores {
+                Some(s) => scored_metrics(&first, &second, dim, s),
+                None => pair_metrics(&first, &second, dim),
+            });
+        }
+        if let Some(corpus) = &self.corpus {
+            m.extend(corpus.metrics(encoder)?);
+        }
+        Ok(m)
+    }
+
+    /// The value of the selecting metric in `metrics`.
+    pub fn selected(&self, metrics: &Metrics) -> Result<f64, Error> {
+        metrics.get(&self.metric).copied().ok_or_else(|| {
+            Error::Invalid(format!(
+                "unknown --best-metric {:?} (this evaluation has: {})",
+                self.metric,
+                metrics.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })
+    }
+
+    /// Whether `value` of the selecting metric beats `best` (lower is better for the
+    /// year error, higher for everything else).
+    pub fn improves(&self, value: f64, best: f64) -> bool {
+        if LOWER_IS_BETTER.contains(&self.metric.as_str()) {
+            value < best
+        } else {
+            value > best
+        }
+    }
+}
+
+/// The corpus measures of the model folder `model` on the chunks of `docs` in `corpus`,
+/// embedded at the folder's own max_seq_length (as apply-model embeds).
+pub fn evaluate_folder(
+    model: &Path,
+    corpus: &Corpus,
+    docs: &BTreeSet<String>,
+    device: &str,
+) -> Result<Metrics, Error> {
+    let encoder = SentenceEncoder::load(model, &encoder::parse_device(device)?)?;
+    HeldOutCorpus::new(&encoder, corpus, docs)?.metrics(&encoder)
+}
+
+/// `name value, …` with four decimals, for logs and summaries.
+pub fn format_metrics(m: &Metrics) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k} {v:.4}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// `anchors`, `positives`: row-major `[n × dim]` embeddings of the held-out pairs.
 pub fn pair_metrics(anchors: &[f32], positives: &[f32], dim: usize) -> Metrics {
@@ -50,7 +195,7 @@ pub fn pair_metrics(anchors: &[f32], positives: &[f32], dim: usize) -> Metrics {
 }
 
 /// Highest accuracy of "similar iff cosine ≥ t" over all thresholds t.
-fn best_threshold_accuracy(scored: &mut [(f32, bool)]) -> f64 {
+pub fn best_threshold_accuracy(scored: &mut [(f32, bool)]) -> f64 {
     scored.sort_by(|x, y| y.0.total_cmp(&x.0));
     let total = scored.len() as f64;
     let negatives = scored.iter().filter(|s| !s.1).count() as f64;

@@ -1,10 +1,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
+use common::chunk_files::ChunkFileLayout;
+use common::corpus::{Corpus, CorpusArgs};
 use encoder::Precision;
 use tune_embeddings::data::Source;
-use tune_embeddings::{format_metrics, run, EvalSplit, Loss, Options};
+use tune_embeddings::eval::evaluate_folder;
+use tune_embeddings::{format_metrics, run, EvalSplit, Loss, Options, SplitBy};
 
 // See encoder::alloc for why.
 #[global_allocator]
@@ -18,6 +21,42 @@ enum LossArg {
     MnrlSymmetric,
     /// CoSENT (scored pairs).
     Cosent,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SplitArg {
+    /// Whole documents held out (needs pairs with doc ids or --held-out-docs).
+    Document,
+    /// Single pairs held out, as the reference workflow.
+    Pair,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The corpus measures of a model folder (and of --base-model beside it) on the held-out
+    /// documents' chunks: successive-passage MRR@10 / Recall@1 / Recall@10 / accuracy among
+    /// all held-out chunks, and the kNN time measures (median year of the 10 nearest chunks
+    /// of OTHER held-out documents: mean absolute error in years, share in the same decade).
+    /// Each model embeds at its own max_seq_length, as apply-model does.
+    Evaluate {
+        /// Model folder (sentence-transformers layout).
+        #[arg(long)]
+        model: PathBuf,
+        /// A second folder evaluated side by side, e.g. the base model.
+        #[arg(long)]
+        base_model: Option<PathBuf>,
+        #[command(flatten)]
+        corpus: CorpusArgs,
+        /// Held-out document list (select-pairs --held-out-docs).
+        #[arg(long)]
+        held_out_docs: PathBuf,
+        /// Also write the metrics as JSON here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// `cpu`, or `cuda:N` in a build with `--features cuda`.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
 }
 
 /// `--version`: the version and the build's features; `slurm plan` reads "cuda" here before
@@ -37,16 +76,30 @@ const VERSION: &str = if cfg!(feature = "cuda") {
 /// epoch and every --eval-steps: accuracy of true vs rolled pairs, MRR@10, Recall@1/@10 (or
 /// Spearman for scored pairs); the best evaluation's weights are what OUT receives.
 ///
+/// The split is by document by default: with --held-out-docs (select-pairs writes it) or drawn
+/// here from the pairs' doc ids, no document gives both training pairs and evaluation data.
+/// With --chunks or --chunk-files, each evaluation also embeds the held-out documents' chunks
+/// and computes the corpus measures (see `tune-embeddings evaluate --help`); the default
+/// --best-metric is then successive_mrr@10.
+///
 /// Checkpoints (weights, optimizer, position) go to --checkpoint-dir after each epoch and
 /// every --checkpoint-steps; --resume continues exactly where a killed or stopped run left off.
 ///
-/// Reference workflow values, where our defaults differ: 9 epochs, batch 80, lr 5e-5.
+/// Reference workflow values, where our defaults differ: 9 epochs, batch 80, lr 5e-5,
+/// max_seq_length 128 (saved into the model), split by pair.
 #[derive(Parser)]
-#[command(version = VERSION, verbatim_doc_comment)]
+#[command(
+    version = VERSION,
+    verbatim_doc_comment,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Cmd>,
     /// Base model folder (sentence-transformers layout; BERT or RoBERTa), e.g. models/all-MiniLM-L6-v2.
-    #[arg(long)]
-    base_model: PathBuf,
+    #[arg(long, required = true)]
+    base_model: Option<PathBuf>,
     /// `pairs` Parquet file.
     #[arg(long, group = "data")]
     pairs: Option<PathBuf>,
@@ -57,8 +110,8 @@ struct Args {
     #[arg(long, group = "data")]
     scored: Option<PathBuf>,
     /// Output model folder.
-    #[arg(long, short)]
-    out: PathBuf,
+    #[arg(long, short, required = true)]
+    out: Option<PathBuf>,
     /// Checkpoint folder [default: OUT.checkpoints beside OUT].
     #[arg(long)]
     checkpoint_dir: Option<PathBuf>,
@@ -91,24 +144,44 @@ struct Args {
     /// Gradient clipping (global L2 norm).
     #[arg(long, default_value_t = 1.0)]
     max_grad_norm: f64,
-    /// Tokens per text while training (and in the saved model's sentence_bert_config.json).
-    #[arg(long, default_value_t = 128)]
-    max_seq_length: usize,
+    /// Tokens per text while training [default: the base model's max_seq_length]. Evaluation
+    /// and the saved model keep the base model's length: a shorter training length never
+    /// shortens what the tuned model embeds.
+    #[arg(long)]
+    max_seq_length: Option<usize>,
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Override the model's dropout probability (hidden and attention).
     #[arg(long)]
     dropout: Option<f32>,
-    /// Examples held out for evaluation (at most a fifth of the data).
+    /// Examples held out for evaluation (at most a fifth of the data; with the document
+    /// split, the share of documents this stands for).
     #[arg(long, default_value_t = 2200, conflicts_with = "eval_fraction")]
     eval_rows: usize,
-    /// Hold out this fraction instead of --eval-rows.
+    /// Hold out this fraction (of the documents with the document split) instead of --eval-rows.
     #[arg(long)]
     eval_fraction: Option<f64>,
+    /// What is held out: whole documents, or single pairs (the reference's way).
+    #[arg(long, value_enum, default_value = "document")]
+    split: SplitArg,
+    /// Held-out document list (select-pairs --held-out-docs): these documents' pairs are not
+    /// trained on, and their chunks are the corpus measures' (with --chunks / --chunk-files).
+    #[arg(long)]
+    held_out_docs: Option<PathBuf>,
+    /// `chunks` Parquet file of the corpus, for the corpus measures on held-out documents.
+    #[arg(long, conflicts_with = "chunk_files")]
+    chunks: Option<PathBuf>,
+    /// Chunk-file layout folder of the corpus instead (metadata.tsv with paperId and year,
+    /// chunks/{id}.txt).
+    #[arg(long, value_name = "DIR")]
+    chunk_files: Option<PathBuf>,
     /// Also evaluate every N steps.
     #[arg(long)]
     eval_steps: Option<u64>,
-    /// Metric that selects the saved model [default: mrr@10; spearman for scored pairs].
+    /// Metric that selects the saved model [default: successive_mrr@10 with a corpus, else
+    /// mrr@10; spearman for scored pairs]. Any evaluated metric: accuracy, mrr@10, recall@1,
+    /// recall@10, successive_accuracy, successive_mrr@10, successive_recall@1,
+    /// successive_recall@10, knn_same_decade, knn_year_error (lower is better).
     #[arg(long)]
     best_metric: Option<String>,
     /// Also checkpoint every N steps.
@@ -131,6 +204,24 @@ fn main() -> ExitCode {
     encoder::alloc::keep_freed_memory();
     common::progress::init_logging();
     let a = Args::parse();
+    if let Some(Cmd::Evaluate {
+        model,
+        base_model,
+        corpus,
+        held_out_docs,
+        report,
+        device,
+    }) = a.command
+    {
+        return evaluate(
+            &model,
+            base_model.as_deref(),
+            &corpus.corpus(),
+            &held_out_docs,
+            report.as_deref(),
+            &device,
+        );
+    }
     let train = match (a.pairs, a.jsonl, a.scored) {
         (Some(p), _, _) => Source::Pairs(p),
         (_, Some(p), _) => Source::Jsonl(p),
@@ -149,10 +240,15 @@ fn main() -> ExitCode {
         LossArg::MnrlSymmetric => Loss::MnrlSymmetric { scale: a.scale },
         LossArg::Cosent => Loss::CoSent { scale: a.scale },
     };
+    let corpus = match (a.chunks, a.chunk_files) {
+        (Some(p), _) => Some(Corpus::Chunks(p)),
+        (_, Some(dir)) => Some(Corpus::ChunkFiles(ChunkFileLayout::in_dir(&dir))),
+        _ => None,
+    };
     let opts = Options {
-        base_model: a.base_model,
+        base_model: a.base_model.expect("required"),
         train,
-        out: a.out,
+        out: a.out.expect("required"),
         checkpoint_dir: a.checkpoint_dir,
         resume: a.resume,
         loss,
@@ -169,6 +265,12 @@ fn main() -> ExitCode {
         eval: a
             .eval_fraction
             .map_or(EvalSplit::Rows(a.eval_rows), EvalSplit::Fraction),
+        split: match a.split {
+            SplitArg::Document => SplitBy::Document,
+            SplitArg::Pair => SplitBy::Pair,
+        },
+        held_out_docs: a.held_out_docs,
+        corpus,
         eval_steps: a.eval_steps,
         best_metric: a.best_metric,
         checkpoint_steps: a.checkpoint_steps,
@@ -192,11 +294,17 @@ fn main() -> ExitCode {
                 r.pairs_per_second,
                 r.output.display()
             );
+            if r.held_out_documents > 0 {
+                eprintln!(
+                    "  held out: {} documents ({} pairs, {} chunks)",
+                    r.held_out_documents, r.eval_examples, r.held_out_chunks
+                );
+            }
             if let Some(b) = &r.before {
-                eprintln!("  held-out before: {}", format_metrics(b));
+                eprintln!("  held-out base model: {}", format_metrics(b));
             }
             if let Some(b) = &r.best {
-                eprintln!("  held-out saved:  {}", format_metrics(b));
+                eprintln!("  held-out tuned:      {}", format_metrics(b));
             }
             ExitCode::SUCCESS
         }
@@ -205,4 +313,46 @@ fn main() -> ExitCode {
             ExitCode::from(if e.is_bad_input() { 2 } else { 1 })
         }
     }
+}
+
+/// The `evaluate` subcommand: prints one line per metric, model beside base.
+fn evaluate(
+    model: &std::path::Path,
+    base: Option<&std::path::Path>,
+    corpus: &Corpus,
+    list: &std::path::Path,
+    report: Option<&std::path::Path>,
+    device: &str,
+) -> ExitCode {
+    let result = (|| -> Result<_, tune_embeddings::Error> {
+        let docs = common::split::read_doc_list(list)?;
+        let tuned = evaluate_folder(model, corpus, &docs, device)?;
+        let base = base
+            .map(|b| evaluate_folder(b, corpus, &docs, device))
+            .transpose()?;
+        Ok((docs.len(), tuned, base))
+    })();
+    let (docs, tuned, base) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(if e.is_bad_input() { 2 } else { 1 });
+        }
+    };
+    println!("held-out documents: {docs} (kNN pool: the held-out chunks of other documents)");
+    println!("{:<22} {:>10} {:>10}", "metric", "base", "model");
+    for (k, v) in &tuned {
+        let b = base.as_ref().and_then(|b| b.get(k));
+        let b = b.map_or("-".to_string(), |b| format!("{b:.4}"));
+        println!("{k:<22} {b:>10} {v:>10.4}");
+    }
+    if let Some(path) = report {
+        let json = serde_json::json!({"held_out_documents": docs, "model": tuned, "base": base});
+        let bytes = serde_json::to_vec_pretty(&json).expect("json");
+        if let Err(e) = common::atomic::write_atomic(path, &bytes) {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
 }

@@ -1,48 +1,9 @@
-//! What training the encoder needs beyond the forward pass: the Multiple Negatives Ranking
-//! loss, global grad-norm clipping and an AdamW whose state can be checkpointed (candle-nn's
-//! keeps its moments private, which rules out exact resume).
+//! The optimizer side of training: gradients that can be summed over passes (GradCache),
+//! global grad-norm clipping, f16's dynamic loss scaling, and an AdamW whose state can be
+//! checkpointed (candle-nn's keeps its moments private, which rules out exact resume).
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Result, Tensor, Var, D};
-
-/// MultipleNegativesRankingLoss as sentence-transformers computes it: cosine similarities of
-/// every anchor with every positive, times `scale`, cross-entropy against the diagonal (each
-/// anchor's own positive; the other positives of the batch are its negatives).
-/// `negatives`, when given, are appended as extra candidate columns.
-pub fn mnrl_loss(
-    anchors: &Tensor,
-    positives: &Tensor,
-    negatives: Option<&Tensor>,
-    scale: f64,
-) -> Result<Tensor> {
-    let candidates = match negatives {
-        Some(n) => Tensor::cat(&[positives, n], 0)?,
-        None => positives.clone(),
-    };
-    let scores = (cosine_matrix(anchors, &candidates)? * scale)?;
-    cross_entropy_diagonal(&scores)
-}
-
-/// `[n, d] × [m, d]` → `[n, m]` cosine similarities. Differentiable.
-pub fn cosine_matrix(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let a = crate::pooling::normalize(a)?;
-    let b = crate::pooling::normalize(b)?;
-    a.matmul(&b.t()?)
-}
-
-/// Mean cross-entropy of `[n, m]` logits (m ≥ n) where row i's target is column i.
-pub fn cross_entropy_diagonal(logits: &Tensor) -> Result<Tensor> {
-    let logits = logits.to_dtype(DType::F32)?;
-    let (n, _) = logits.dims2()?;
-    let max = logits.max_keepdim(D::Minus1)?.detach();
-    let shifted = logits.broadcast_sub(&max)?;
-    let log_sum = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    let log_probs = shifted.broadcast_sub(&log_sum)?;
-    let target = log_probs.narrow(1, 0, n)?;
-    let eye = Tensor::eye(n, DType::F32, logits.device())?;
-    let picked = (target * eye)?.sum_all()?;
-    picked.neg()? / n as f64
-}
+use candle_core::{DType, Result, Tensor, Var};
 
 /// Gradients aligned with a parameter list (None: the parameter got none). Unlike candle's
 /// `GradStore` they can be summed over several backward passes (gradient caching).
@@ -73,6 +34,23 @@ pub fn scale_grads(grads: &mut Grads, factor: f64) -> Result<()> {
         if let Some(t) = g.take() {
             *g = Some((t * factor)?);
         }
+    }
+    Ok(())
+}
+
+/// Gradients of `loss × scale` (f16's loss scaling; a scale of 1 is the plain loss).
+pub fn scaled_backward(loss: &Tensor, scale: f64) -> Result<GradStore> {
+    if scale == 1.0 {
+        loss.backward()
+    } else {
+        (loss * scale)?.backward()
+    }
+}
+
+/// Undoes [`scaled_backward`]'s scale on the gradients.
+pub fn unscale(grads: &mut Grads, scale: f64) -> Result<()> {
+    if scale != 1.0 {
+        scale_grads(grads, 1.0 / scale)?;
     }
     Ok(())
 }

@@ -1,12 +1,19 @@
 //! The encoder can be trained: gradients reach every parameter, AdamW lowers the loss, and a
 //! saved model reloads to the same embeddings under the base model's tensor names.
 
-mod support;
-
 use candle_core::{DType, Device};
-use encoder::train::{clip_grad_norm, grads_of, mnrl_loss, AdamW, AdamWConfig};
+use common::testing::base_model;
 use encoder::{cosine, Dropout, Mode, ModelCard, SentenceEncoder};
-use support::{base_model, max_abs_diff};
+use tune_embeddings::loss::mnrl_loss;
+use tune_embeddings::optim::{clip_grad_norm, grads_of, AdamW, AdamWConfig};
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
 
 const PAIRS: [(&str, &str); 8] = [
     (
