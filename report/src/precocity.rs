@@ -131,19 +131,22 @@ fn each_document(
     while let Some(b) = r.next_batch()? {
         for i in 0..b.len() {
             let setting = Setting {
-                filtered: b.text(2, pd::FILTERED, i)?.to_string(),
-                time_radius: b.i32(3, pd::TIME_RADIUS, i)?,
-                fraction_compared: b.opt_f32(4, i).unwrap_or(f32::NAN).to_bits(),
-                chunks_used: b.opt_f32(5, i).unwrap_or(f32::NAN).to_bits(),
+                filtered: b.text(pd::FILTERED, i)?.to_string(),
+                time_radius: b.i32(pd::TIME_RADIUS, i)?,
+                fraction_compared: b
+                    .opt_f32(pd::FRACTION_COMPARED, i)
+                    .unwrap_or(f32::NAN)
+                    .to_bits(),
+                chunks_used: b.opt_f32(pd::CHUNKS_USED, i).unwrap_or(f32::NAN).to_bits(),
             };
-            let v = |k: usize| b.opt_f32(k, i).map(f64::from).filter(|v| v.is_finite());
+            let v = |k: &str| b.opt_f32(k, i).map(f64::from).filter(|v| v.is_finite());
             f(
                 setting,
-                b.text(0, pd::DOCID, i)?,
-                b.i32(1, pd::DATE, i)?,
-                v(6),
-                v(7),
-                v(8),
+                b.text(pd::DOCID, i)?,
+                b.i32(pd::DATE, i)?,
+                v(pd::PRECOCITY),
+                v(pd::NOVELTY),
+                v(pd::TRANSIENCE),
             );
         }
     }
@@ -210,18 +213,23 @@ fn best_chunks(
     let mut r = TableReader::open(path, pc::TABLE, &specs)?;
     while let Some(b) = r.next_batch()? {
         for i in 0..b.len() {
-            let doc = b.text(0, pc::DOC_ID, i)?;
+            let doc = b.text(pc::DOC_ID, i)?;
             if !top.contains(doc)
-                || b.text(2, pc::FILTERED, i)? != setting.filtered
-                || b.i32(3, pc::TIME_RADIUS, i)? != setting.time_radius
-                || b.opt_f32(4, i).map(f32::to_bits) != Some(setting.fraction_compared)
+                || b.text(pc::FILTERED, i)? != setting.filtered
+                || b.i32(pc::TIME_RADIUS, i)? != setting.time_radius
+                || b.opt_f32(pc::FRACTION_COMPARED, i).map(f32::to_bits)
+                    != Some(setting.fraction_compared)
             {
                 continue;
             }
-            let Some(p) = b.opt_f32(5, i).map(f64::from).filter(|p| p.is_finite()) else {
+            let Some(p) = b
+                .opt_f32(pc::PRECOCITY, i)
+                .map(f64::from)
+                .filter(|p| p.is_finite())
+            else {
                 continue;
             };
-            let idx = b.i32(1, pc::CHUNK_IDX, i)?;
+            let idx = b.i32(pc::CHUNK_IDX, i)?;
             let e = best.entry(doc.to_string()).or_insert((idx, p));
             if p > e.1 || (p == e.1 && idx < e.0) {
                 *e = (idx, p);

@@ -182,7 +182,9 @@ fn write_precocity(run: &Path, corpus: &[ChunkRow]) -> Vec<(String, i32, Option<
         f(pd::TRANSIENCE, DataType::Float64, true),
     ]));
     // Setting A (shown): every document; setting B: only the first ten, all defined.
-    let cols: Vec<Vec<(String, i32, String, i32, Option<f64>)>> = vec![
+    // (docid, year, filtered, time radius, precocity)
+    type Row = (String, i32, String, i32, Option<f64>);
+    let cols: Vec<Vec<Row>> = vec![
         shown
             .iter()
             .map(|(d, y, p)| (d.clone(), *y, "train".to_string(), 20, *p))
