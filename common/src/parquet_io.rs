@@ -36,6 +36,26 @@ pub struct ColumnSpec {
     pub optional: bool,
 }
 
+impl ColumnSpec {
+    /// A column the table must have.
+    pub const fn required(name: &'static str, kind: ColumnKind) -> Self {
+        ColumnSpec {
+            name,
+            kind,
+            optional: false,
+        }
+    }
+
+    /// A column the table may lack (readers then see nulls).
+    pub const fn optional(name: &'static str, kind: ColumnKind) -> Self {
+        ColumnSpec {
+            name,
+            kind,
+            optional: true,
+        }
+    }
+}
+
 /// Canonical column types; readers accept the obvious equivalents (an int64 year written by
 /// pandas, large strings written by polars) and cast them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

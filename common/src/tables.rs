@@ -13,22 +13,6 @@ use crate::parquet_io::{
 use crate::provenance::Provenance;
 use crate::schema::{self, Category, Side};
 
-const fn req(name: &'static str, kind: ColumnKind) -> ColumnSpec {
-    ColumnSpec {
-        name,
-        kind,
-        optional: false,
-    }
-}
-
-const fn opt(name: &'static str, kind: ColumnKind) -> ColumnSpec {
-    ColumnSpec {
-        name,
-        kind,
-        optional: true,
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkRow {
     pub doc_id: String,
@@ -44,10 +28,10 @@ impl ChunksReader {
     const SPECS: [ColumnSpec; 4] = {
         use schema::chunks::*;
         [
-            req(DOC_ID, ColumnKind::Utf8),
-            req(YEAR, ColumnKind::Int32),
-            req(CHUNK_IDX, ColumnKind::Int32),
-            req(TEXT, ColumnKind::Utf8),
+            ColumnSpec::required(DOC_ID, ColumnKind::Utf8),
+            ColumnSpec::required(YEAR, ColumnKind::Int32),
+            ColumnSpec::required(CHUNK_IDX, ColumnKind::Int32),
+            ColumnSpec::required(TEXT, ColumnKind::Utf8),
         ]
     };
 
@@ -172,22 +156,22 @@ impl PairsReader {
     const SPECS: [ColumnSpec; 16] = {
         use schema::pairs::*;
         [
-            req(PAIR_ID, ColumnKind::Utf8),
-            req(DOC_ID, ColumnKind::Utf8),
-            req(YEAR, ColumnKind::Int32),
-            req(ANCHOR, ColumnKind::Utf8),
-            req(POSITIVE, ColumnKind::Utf8),
-            opt(NEGATIVE, ColumnKind::Utf8),
-            req(CATEGORY, ColumnKind::Utf8),
-            opt(PARAPHRASE_SIDE, ColumnKind::Utf8),
-            opt(PARA_MODEL, ColumnKind::Utf8),
-            opt(PARA_SYSTEM_PROMPT_ID, ColumnKind::Utf8),
-            opt(PARA_PROMPT_ID, ColumnKind::Utf8),
-            opt(PARA_TEMPERATURE, ColumnKind::Float32),
-            opt(PARA_SEED, ColumnKind::Int64),
-            opt(PARA_FINISH_REASON, ColumnKind::Utf8),
-            opt(PARA_PROMPT_TOKENS, ColumnKind::Int32),
-            opt(PARA_COMPLETION_TOKENS, ColumnKind::Int32),
+            ColumnSpec::required(PAIR_ID, ColumnKind::Utf8),
+            ColumnSpec::required(DOC_ID, ColumnKind::Utf8),
+            ColumnSpec::required(YEAR, ColumnKind::Int32),
+            ColumnSpec::required(ANCHOR, ColumnKind::Utf8),
+            ColumnSpec::required(POSITIVE, ColumnKind::Utf8),
+            ColumnSpec::optional(NEGATIVE, ColumnKind::Utf8),
+            ColumnSpec::required(CATEGORY, ColumnKind::Utf8),
+            ColumnSpec::optional(PARAPHRASE_SIDE, ColumnKind::Utf8),
+            ColumnSpec::optional(PARA_MODEL, ColumnKind::Utf8),
+            ColumnSpec::optional(PARA_SYSTEM_PROMPT_ID, ColumnKind::Utf8),
+            ColumnSpec::optional(PARA_PROMPT_ID, ColumnKind::Utf8),
+            ColumnSpec::optional(PARA_TEMPERATURE, ColumnKind::Float32),
+            ColumnSpec::optional(PARA_SEED, ColumnKind::Int64),
+            ColumnSpec::optional(PARA_FINISH_REASON, ColumnKind::Utf8),
+            ColumnSpec::optional(PARA_PROMPT_TOKENS, ColumnKind::Int32),
+            ColumnSpec::optional(PARA_COMPLETION_TOKENS, ColumnKind::Int32),
         ]
     };
 
@@ -379,10 +363,10 @@ impl EmbeddingsReader {
     const SPECS: [ColumnSpec; 4] = {
         use schema::embeddings::*;
         [
-            req(DOC_ID, ColumnKind::Utf8),
-            req(CHUNK_IDX, ColumnKind::Int32),
-            req(YEAR, ColumnKind::Int32),
-            req(EMBEDDING, ColumnKind::Embedding),
+            ColumnSpec::required(DOC_ID, ColumnKind::Utf8),
+            ColumnSpec::required(CHUNK_IDX, ColumnKind::Int32),
+            ColumnSpec::required(YEAR, ColumnKind::Int32),
+            ColumnSpec::required(EMBEDDING, ColumnKind::Embedding),
         ]
     };
 

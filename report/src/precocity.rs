@@ -91,33 +91,17 @@ impl Precocity {
     }
 }
 
-const fn spec(name: &'static str, kind: ColumnKind) -> ColumnSpec {
-    ColumnSpec {
-        name,
-        kind,
-        optional: false,
-    }
-}
-
-const fn opt(name: &'static str, kind: ColumnKind) -> ColumnSpec {
-    ColumnSpec {
-        name,
-        kind,
-        optional: true,
-    }
-}
-
 const DOC_SPECS: [ColumnSpec; 8] = [
-    spec(pd::DOCID, ColumnKind::Utf8),
-    spec(pd::DATE, ColumnKind::Int32),
-    spec(pd::FILTERED, ColumnKind::Utf8),
-    spec(pd::TIME_RADIUS, ColumnKind::Int32),
-    spec(pd::FRACTION_COMPARED, ColumnKind::Float32),
-    spec(pd::CHUNKS_USED, ColumnKind::Float32),
-    spec(pd::PRECOCITY, ColumnKind::Float32),
-    opt(pd::NOVELTY, ColumnKind::Float32),
+    ColumnSpec::required(pd::DOCID, ColumnKind::Utf8),
+    ColumnSpec::required(pd::DATE, ColumnKind::Int32),
+    ColumnSpec::required(pd::FILTERED, ColumnKind::Utf8),
+    ColumnSpec::required(pd::TIME_RADIUS, ColumnKind::Int32),
+    ColumnSpec::required(pd::FRACTION_COMPARED, ColumnKind::Float32),
+    ColumnSpec::required(pd::CHUNKS_USED, ColumnKind::Float32),
+    ColumnSpec::required(pd::PRECOCITY, ColumnKind::Float32),
+    ColumnSpec::optional(pd::NOVELTY, ColumnKind::Float32),
 ];
-const DOC_TRANSIENCE: ColumnSpec = opt(pd::TRANSIENCE, ColumnKind::Float32);
+const DOC_TRANSIENCE: ColumnSpec = ColumnSpec::optional(pd::TRANSIENCE, ColumnKind::Float32);
 
 /// Streams the document table, calling `f(setting, docid, year, precocity, novelty,
 /// transience)` per row.
@@ -202,12 +186,12 @@ fn best_chunks(
     top: &HashSet<String>,
 ) -> Result<HashMap<String, (i32, f64)>> {
     let specs = [
-        spec(pc::DOC_ID, ColumnKind::Utf8),
-        spec(pc::CHUNK_IDX, ColumnKind::Int32),
-        spec(pc::FILTERED, ColumnKind::Utf8),
-        spec(pc::TIME_RADIUS, ColumnKind::Int32),
-        spec(pc::FRACTION_COMPARED, ColumnKind::Float32),
-        spec(pc::PRECOCITY, ColumnKind::Float32),
+        ColumnSpec::required(pc::DOC_ID, ColumnKind::Utf8),
+        ColumnSpec::required(pc::CHUNK_IDX, ColumnKind::Int32),
+        ColumnSpec::required(pc::FILTERED, ColumnKind::Utf8),
+        ColumnSpec::required(pc::TIME_RADIUS, ColumnKind::Int32),
+        ColumnSpec::required(pc::FRACTION_COMPARED, ColumnKind::Float32),
+        ColumnSpec::required(pc::PRECOCITY, ColumnKind::Float32),
     ];
     let mut best: HashMap<String, (i32, f64)> = HashMap::new();
     let mut r = TableReader::open(path, pc::TABLE, &specs)?;
