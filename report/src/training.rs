@@ -1,7 +1,8 @@
 //! The training and time-tracking sections, from what tune-embeddings leaves in `model/`:
 //! `metrics.jsonl` (one line per step `{"kind":"train","step","loss",…}` and per evaluation
 //! `{"kind":"eval","step","metrics":{…}}`), `training_args.json` (options, steps, the best
-//! evaluation) and the model card `README.md` (held-out example count).
+//! evaluation, the held-out documents and chunks) and the model card `README.md` (held-out pair
+//! count).
 //!
 //! The reader is tolerant: metrics are whatever numeric leaves an evaluation holds (nested
 //! objects are flattened to `a.b.c`), so measures added later show up without a change here;
@@ -37,8 +38,12 @@ pub struct TrainingLog {
     pub best: Option<(String, u64)>,
     /// Options and counts from training_args.json, flattened.
     pub settings: BTreeMap<String, String>,
-    /// Held-out examples, from the model card.
+    /// Held-out pairs, from the model card (0 with the document split: no pair comes from a
+    /// held-out document).
     pub eval_examples: Option<u64>,
+    /// Held-out documents and their chunks, on which the corpus measures (`successive_*`,
+    /// `knn_*`) are computed: `held_out` in training_args.json.
+    pub held_out_corpus: Option<(u64, u64)>,
 }
 
 fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, f64>) {
@@ -125,6 +130,8 @@ pub fn read_log(model: &Path) -> Result<TrainingLog> {
             v.get("options").unwrap_or(&Value::Null),
             &mut log.settings,
         );
+        let held_out = |k: &str| v.get("held_out")?.get(k)?.as_u64();
+        log.held_out_corpus = held_out("held_out_documents").zip(held_out("held_out_chunks"));
         for k in ["steps", "total_steps", "warmup_steps"] {
             if let Some(x) = v.get(k).filter(|x| !x.is_null()) {
                 log.settings.insert(k.to_string(), x.to_string());
@@ -135,6 +142,23 @@ pub fn read_log(model: &Path) -> Result<TrainingLog> {
         .ok()
         .and_then(|card| held_out_count(&card));
     Ok(log)
+}
+
+/// What the evaluations ran on: "308 held-out pairs", "the 687 chunks of 50 held-out
+/// documents", or both.
+fn held_out_text(log: &TrainingLog) -> String {
+    let pairs = log.eval_examples.filter(|&n| n > 0).map(|n| format!("{n} held-out pairs"));
+    let corpus = log
+        .held_out_corpus
+        .map(|(docs, chunks)| format!("the {chunks} chunks of {docs} held-out documents"));
+    match (pairs, corpus) {
+        (Some(p), Some(c)) => format!("{p} and {c}"),
+        (Some(x), None) | (None, Some(x)) => x,
+        (None, None) => match log.eval_examples {
+            Some(0) => "no held-out examples".into(),
+            _ => "an unknown number of held-out examples".into(),
+        },
+    }
 }
 
 /// "… (1234 training, 308 held-out examples; …" in the model card → 308.
@@ -155,12 +179,22 @@ impl TrainingLog {
         Some((base, tuned))
     }
 
-    /// Standard error of a proportion-valued metric (accuracy, recall@k) over the held-out
-    /// examples, `sqrt(p (1 − p) / n)`; None for other metrics or an unknown n.
+    /// Standard error of a proportion-valued metric over the examples it is a mean of,
+    /// `sqrt(p (1 − p) / n)`: accuracy and recall@k over the held-out pairs; the corpus
+    /// measure `successive_recall@k` over its queries, every held-out chunk that has a next
+    /// chunk (chunks − documents). None for other metrics or an unknown n.
     pub fn std_error(&self, metric: &str, value: f64) -> Option<f64> {
-        let n = self.eval_examples? as f64;
         let last = metric.rsplit('.').next().unwrap_or(metric);
-        let proportion = last == "accuracy" || last.starts_with("recall@");
+        let (n, proportion) = match last.strip_prefix("successive_") {
+            Some(m) => {
+                let (docs, chunks) = self.held_out_corpus?;
+                (chunks.saturating_sub(docs) as f64, m.starts_with("recall@"))
+            }
+            None => (
+                self.eval_examples? as f64,
+                last == "accuracy" || last.starts_with("recall@"),
+            ),
+        };
         (proportion && n > 0.0 && (0.0..=1.0).contains(&value))
             .then(|| (value * (1.0 - value) / n).sqrt())
     }
@@ -202,11 +236,10 @@ pub fn section(inputs: &RunInputs) -> Result<Section> {
     let _ = writeln!(
         h,
         "<p><span class=\"steps\">{}</span> training steps logged, <span class=\"evaluations\">{}</span> \
-         evaluations on {} held-out examples{}.</p>",
+         evaluations on {}{}.</p>",
         log.losses.len(),
         log.evals.len(),
-        log.eval_examples
-            .map_or("an unknown number of".to_string(), |n| n.to_string()),
+        held_out_text(&log),
         match (&selected, best_step) {
             (Some(m), Some(s)) => format!("; the saved model is the evaluation at step {s} (best {m})"),
             _ => String::new(),
@@ -445,6 +478,27 @@ mod tests {
         let card = "- **Training data:** runs/x/pairs.parquet (2741 training, 685 held-out examples; sha256 ab)";
         assert_eq!(held_out_count(card), Some(685));
         assert_eq!(held_out_count("no count here"), None);
+    }
+
+    #[test]
+    fn document_split_counts_chunks_and_documents() {
+        // The sample's main job: no held-out pair, 687 chunks of 50 held-out documents.
+        let log = TrainingLog {
+            eval_examples: Some(0),
+            held_out_corpus: Some((50, 687)),
+            ..Default::default()
+        };
+        assert_eq!(held_out_text(&log), "the 687 chunks of 50 held-out documents");
+        // successive_recall@1 = 0.1413 over 637 queries: sqrt(0.1413 · 0.8587 / 637) = 0.01380.
+        let se = log.std_error("successive_recall@1", 0.1413).unwrap();
+        assert!((se - 0.013800).abs() < 1e-5, "{se}");
+        assert_eq!(log.std_error("successive_mrr@10", 0.2), None);
+        assert_eq!(log.std_error("recall@1", 0.2), None, "no held-out pair");
+        let pairs = TrainingLog {
+            eval_examples: Some(308),
+            ..Default::default()
+        };
+        assert_eq!(held_out_text(&pairs), "308 held-out pairs");
     }
 
     #[test]
