@@ -16,6 +16,7 @@ pub mod seed_layout;
 pub mod tables;
 #[cfg(feature = "test-support")]
 pub mod testing;
+pub mod text;
 pub mod train;
 
 pub use error::{Error, Result};
