@@ -35,6 +35,7 @@ fn options(chunks: &Path, out: &Path) -> Options {
         shard_by: ShardBy::Decade,
         task: None,
         exports: Vec::new(),
+        empty_texts: common::corpus::EmptyTexts::Stop,
     }
 }
 

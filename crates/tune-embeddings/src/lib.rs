@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Tensor, Var};
-use common::model::{Dropout, Mode, ModelCard, Precision, SentenceEncoder};
+use common::model::{Dropout, Mode, ModelCard, Precision, SentenceEncoder, TuningStage};
 use common::provenance::sha256_file;
 use common::train::{
     accumulate, clip_grad_norm, grads_of, scale_grads, AdamW, AdamWConfig, Grads, LossScale,
@@ -617,9 +617,10 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
             .map_err(|e| common::Error::io(&ckpt, e))?;
         report.best = serde_json::from_slice(&best).ok();
     }
-    let card = ModelCard {
-        title: format!("{} tuned with strata", model_name(&opts.base_model)),
-        base_model: model_name(&opts.base_model),
+    // A second stage (CoSENT from the first stage's output) keeps the original base model and
+    // the first stage in its card.
+    let stage = TuningStage {
+        started_from: opts.base_model.display().to_string(),
         data: format!(
             "{} ({} training, {} held-out examples; sha256 {data_sha})",
             opts.train.path().display(),
@@ -630,6 +631,7 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         hyperparameters: serde_json::to_value(opts).expect("options serialize"),
         metrics: serde_json::json!({ "before": report.before, "saved": report.best, "selected_by": best_metric }),
     };
+    let card = ModelCard::tuned_from(&opts.base_model, &model_name(&opts.base_model), stage)?;
     trainer.encoder.save(&opts.out, &card)?;
     let args = serde_json::json!({ "options": opts, "base_model_sha256": base_sha, "data_sha256": data_sha, "steps": state.step, "total_steps": total_steps, "warmup_steps": warmup, "best": state.best });
     common::parquet_io::write_atomic(

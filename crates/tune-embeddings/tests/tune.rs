@@ -136,12 +136,15 @@ fn gradcache_gives_the_same_loss_and_gradients() {
         .map(|i| serde_json::json!({"query": format!("question number {i} about taxes"), "positive": format!("answer {i}: revenue rose"), "negative": format!("unrelated text {i}")}).to_string())
         .collect();
     let path = jsonl(dir.path(), &lines);
-    let examples = data::load(&Source::Jsonl(path.clone())).unwrap();
+    let examples = data::load(&Source::Jsonl(path.clone(), Default::default())).unwrap();
     for loss in [
         Loss::Mnrl { scale: 20.0 },
         Loss::MnrlSymmetric { scale: 20.0 },
     ] {
-        let mut opts = options(Source::Jsonl(path.clone()), dir.path().join("out"));
+        let mut opts = options(
+            Source::Jsonl(path.clone(), Default::default()),
+            dir.path().join("out"),
+        );
         opts.loss = loss;
         opts.dropout = Some(0.0); // masks differ between one pass and mini-batches; the math must not
         let encoder = SentenceEncoder::load(&opts.base_model, &Device::Cpu).unwrap();
@@ -425,7 +428,10 @@ fn bad_input_is_refused_before_training() {
             r#"{"query": "q2", "positive": "  "}"#.into(),
         ],
     );
-    let e = err(&options(Source::Jsonl(path.clone()), d.join("o2")));
+    let e = err(&options(
+        Source::Jsonl(path.clone(), Default::default()),
+        d.join("o2"),
+    ));
     assert!(
         e.contains("train.jsonl:2") && e.contains("`positive` is empty"),
         "{e}"

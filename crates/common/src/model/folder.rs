@@ -344,6 +344,7 @@ impl ModelFolder {
                 std::fs::copy(&src, dest.join(name)).map_err(|e| io(&src, e))?;
             }
         }
+        write_json(dest.join(CARD_FILE), card)?;
         let readme = dest.join("README.md");
         std::fs::write(&readme, card.render()).map_err(|e| io(&readme, e))
     }
@@ -354,18 +355,52 @@ fn write_json<T: Serialize>(path: PathBuf, value: &T) -> Result<()> {
     std::fs::write(&path, text).map_err(|e| Error::io(&path, e))
 }
 
-/// What the saved model's README states.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ModelCard {
-    pub title: String,
-    pub base_model: String,
+/// File beside README.md holding the card as JSON, so that a model tuned from this one can
+/// carry its lineage on (the README is for people; this is for the next stage).
+pub const CARD_FILE: &str = "strata_card.json";
+
+/// One fine-tuning run in a model's lineage.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TuningStage {
+    /// The model folder this stage started from, as given.
+    pub started_from: String,
     pub data: String,
     pub loss: String,
     pub hyperparameters: serde_json::Value,
+    /// Held-out figures: before training, of the saved model, and which metric selected it.
     pub metrics: serde_json::Value,
 }
 
+/// What the saved model's README states: the original base model (also in the hub metadata's
+/// `base_model`) and every tuning stage since, oldest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub title: String,
+    pub base_model: String,
+    #[serde(default)]
+    pub stages: Vec<TuningStage>,
+}
+
 impl ModelCard {
+    /// The card of a model tuned from `base_dir` by `stage`: the lineage of `base_dir` (from
+    /// its [`CARD_FILE`]) plus `stage`; a folder without one is itself the original base model,
+    /// named `base_name`.
+    pub fn tuned_from(base_dir: &Path, base_name: &str, stage: TuningStage) -> Result<Self> {
+        let path = base_dir.join(CARD_FILE);
+        let mut card = if path.exists() {
+            read_json(&path, CARD_FILE)?
+        } else {
+            ModelCard {
+                title: String::new(),
+                base_model: base_name.to_string(),
+                stages: Vec::new(),
+            }
+        };
+        card.stages.push(stage);
+        card.title = format!("{} tuned with strata", card.base_model);
+        Ok(card)
+    }
+
     pub fn render(&self) -> String {
         let pretty = |v: &serde_json::Value| {
             if v.is_null() {
@@ -377,22 +412,38 @@ impl ModelCard {
                 )
             }
         };
+        let mut stages = String::new();
+        for (k, s) in self.stages.iter().enumerate() {
+            stages += &format!(
+                "### Stage {n}: {loss}\n\n\
+                 - **Started from:** {from}\n- **Training data:** {data}\n- **Loss:** {loss}\n\n\
+                 Hyper-parameters:\n\n{hp}\n\nHeld-out evaluation:\n\n{metrics}\n\n",
+                n = k + 1,
+                from = s.started_from,
+                data = s.data,
+                loss = s.loss,
+                hp = pretty(&s.hyperparameters),
+                metrics = pretty(&s.metrics),
+            );
+        }
+        if stages.is_empty() {
+            stages = "(none)\n\n".into();
+        }
         format!(
             "---\nlibrary_name: sentence-transformers\npipeline_tag: sentence-similarity\n\
              tags:\n- sentence-transformers\n- sentence-similarity\nbase_model: {base}\n---\n\n\
              # {title}\n\n\
-             A sentence-transformers model written by the strata toolkit.\n\n\
-             - **Base model:** {base}\n- **Training data:** {data}\n- **Loss:** {loss}\n\n\
-             ## Hyper-parameters\n\n{hp}\n\n## Evaluation\n\n{metrics}\n\n\
+             A sentence-transformers model written by the strata toolkit: {base}, fine-tuned in \
+             {n} stage{s}.\n\n\
+             - **Base model:** {base}\n\n\
+             ## Training stages\n\n{stages}\
              ## Usage\n\n```python\nfrom sentence_transformers import SentenceTransformer\n\
              model = SentenceTransformer(\"path/to/this/folder\")\n\
              embeddings = model.encode([\"A sentence\", \"Another one\"])\n```\n",
             title = self.title,
             base = self.base_model,
-            data = self.data,
-            loss = self.loss,
-            hp = pretty(&self.hyperparameters),
-            metrics = pretty(&self.metrics),
+            n = self.stages.len(),
+            s = if self.stages.len() == 1 { "" } else { "s" },
         )
     }
 }

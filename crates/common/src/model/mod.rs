@@ -20,7 +20,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
 
-pub use folder::{Architecture, ModelCard, ModelFolder};
+pub use folder::{Architecture, ModelCard, ModelFolder, TuningStage};
 pub use layers::{Dropout, Mode};
 pub use tokenize::{PaddedBatch, TextTokenizer};
 pub use weights::Weights;
