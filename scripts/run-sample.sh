@@ -1,13 +1,33 @@
 #!/usr/bin/env bash
 # The main job on the bundled sample corpus (249 State of the Union addresses, 1790-2026), on
 # CPU: fetches the base model, builds the tools, and runs the pipeline of pipeline.toml here —
-# select-pairs → tune-embeddings (one short epoch) → apply-model — then prints where the
-# outputs are and the held-out MRR@10 of the base and the tuned model. A rerun skips the
-# stages whose outputs verify. Outputs go to runs/sample/.
+# select-pairs (20 % of the documents held out) → tune-embeddings (two epochs) → apply-model →
+# precocity → report — then prints where the outputs are, on the held-out documents the base and
+# the tuned model's successive-passage MRR@10 and kNN year error, the most precocious addresses
+# and the report's page. A rerun skips the stages whose outputs verify. Outputs go to
+# runs/sample/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/fetch-model.sh
 cargo build --release --workspace
-target/release/slurm run-local -c pipeline.toml
+page=$(target/release/slurm run-local -c pipeline.toml)
 target/release/slurm verify runs/sample
+
+# The most precocious documents: training documents excluded from the comparisons, novelty and
+# transience over ±20 years, all of each document's chunks, every comparison chunk.
+docs=runs/sample/precocity/documents.tsv
+if [ -f "$docs" ]; then
+  echo
+  echo "Most precocious addresses (filter train, time radius 20, all chunks, fraction compared 1):"
+  awk -F'\t' '
+    NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+    $col["filtered"] == "train" && $col["time_radius"] == 20 && $col["chunks_used"] == 1 &&
+      $col["fraction_compared"] == 1 {
+      printf "%s\t%s\t%.4f\t%.4f\t%s\n", $col["precocity"], $col["docid"], $col["novelty"],
+        $col["transience"], $col["date"]
+    }' "$docs" | sort -g -r -k1,1 | head -10 |
+    awk -F'\t' 'BEGIN { printf "  %-10s %-28s %-6s %9s %10s\n", "precocity", "document", "year", "novelty", "transience" }
+      { printf "  %-10.4f %-28s %-6s %9.4f %10.4f\n", $1, $2, $5, $3, $4 }'
+fi
+if [ -n "$page" ]; then echo; echo "Report: $page"; fi
