@@ -7,21 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, DictionaryArray, Int32Array, RecordBatch, StringArray};
-use arrow::datatypes::{Field, Int8Type, Schema};
-use common::provenance::Provenance;
-use common::tables::{ChunkKey, ChunkRow, ChunksReader, ChunksWriter, EmbeddingsReader};
-use common::testing::{base_model, workspace_root as root};
+use arrow::array::{ArrayRef, DictionaryArray, Int32Array, StringArray};
+use arrow::datatypes::Int8Type;
+use common::tables::{ChunkKey, ChunkRow, ChunksReader, EmbeddingsReader};
+use common::testing::{base_model, workspace_root as root, write_chunks, write_table};
 use encoder::cosine;
-
-fn write_chunks(path: &Path, rows: &[ChunkRow]) {
-    let mut w =
-        ChunksWriter::create(path, &Provenance::new("test", "0", serde_json::Value::Null)).unwrap();
-    for r in rows {
-        w.push(r.clone()).unwrap();
-    }
-    w.finish().unwrap();
-}
 
 fn chunk(doc: &str, idx: i32, text: &str) -> ChunkRow {
     ChunkRow {
@@ -55,18 +45,12 @@ fn shard(out: &Path) -> PathBuf {
 }
 
 fn read_all(path: &Path) -> (Vec<ChunkKey>, Vec<f32>) {
-    let mut r = EmbeddingsReader::open(path).unwrap();
-    let (mut keys, mut matrix) = (Vec::new(), Vec::new());
-    while let Some((k, m)) = r.next_rows().unwrap() {
-        keys.extend(k);
-        matrix.extend(m);
-    }
-    (keys, matrix)
+    EmbeddingsReader::read_all(path).unwrap()
 }
 
 /// The reference file's embedding of the item with this exact text.
 fn reference_embedding(text: &str) -> Vec<f32> {
-    let path = root().join("crates/common/tests/data/all-MiniLM-L6-v2.embeddings.json");
+    let path = root().join("encoder/tests/data/all-MiniLM-L6-v2.embeddings.json");
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     let item = doc["items"]
         .as_array()
@@ -171,19 +155,7 @@ fn pandas_category_doc_ids_are_embedded() {
             Arc::new(StringArray::from(vec!["hello world", "x y", "z"])),
         ),
     ];
-    let schema = Arc::new(Schema::new(
-        columns
-            .iter()
-            .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
-            .collect::<Vec<_>>(),
-    ));
-    let batch =
-        RecordBatch::try_new(schema.clone(), columns.into_iter().map(|c| c.1).collect()).unwrap();
-    let mut w =
-        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&chunks).unwrap(), schema, None)
-            .unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
+    write_table(&chunks, columns);
 
     let out = dir.path().join("out");
     let o = apply(&chunks, &out, &[]);

@@ -414,6 +414,18 @@ impl EmbeddingsReader {
         self.dim
     }
 
+    /// Reads the whole file as keys plus a row-major matrix; for small files and tests.
+    /// Stages stream with `next_rows`.
+    pub fn read_all(path: &Path) -> Result<(Vec<ChunkKey>, Vec<f32>)> {
+        let mut reader = Self::open(path)?;
+        let (mut keys, mut matrix) = (Vec::new(), Vec::new());
+        while let Some((k, m)) = reader.next_rows()? {
+            keys.extend(k);
+            matrix.extend(m);
+        }
+        Ok((keys, matrix))
+    }
+
     pub fn next_rows(&mut self) -> Result<Option<(Vec<ChunkKey>, Vec<f32>)>> {
         use schema::embeddings::*;
         let Some(b) = self.inner.next_batch()? else {

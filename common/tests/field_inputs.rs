@@ -5,33 +5,17 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, DictionaryArray, Int32Array, Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{Field, Int16Type, Int32Type, Int8Type, Schema, UInt16Type};
+use arrow::array::{ArrayRef, DictionaryArray, Int32Array, Int64Array, StringArray};
+use arrow::datatypes::{Int16Type, Int32Type, Int8Type, UInt16Type};
 use common::chunk_files::{read_chunk_files, ChunkFileLayout};
 use common::corpus::{Corpus, EmptyTexts};
-use common::provenance::Provenance;
 use common::schema::Category;
-use common::tables::{ChunkRow, ChunksReader, ChunksWriter, PairsReader};
+use common::tables::{ChunkRow, ChunksReader, PairsReader};
+use common::testing::{write_chunks, write_table};
 
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
-}
-
-fn write_raw(path: &Path, columns: Vec<(&str, ArrayRef)>) {
-    let schema = Arc::new(Schema::new(
-        columns
-            .iter()
-            .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
-            .collect::<Vec<_>>(),
-    ));
-    let batch =
-        RecordBatch::try_new(schema.clone(), columns.into_iter().map(|c| c.1).collect()).unwrap();
-    let mut w =
-        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None)
-            .unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
 }
 
 fn chunk(doc: &str, year: i32, idx: i32, text: &str) -> ChunkRow {
@@ -41,15 +25,6 @@ fn chunk(doc: &str, year: i32, idx: i32, text: &str) -> ChunkRow {
         chunk_idx: idx,
         text: text.into(),
     }
-}
-
-fn chunks_file(path: &Path, rows: &[ChunkRow]) {
-    let mut w =
-        ChunksWriter::create(path, &Provenance::new("t", "0", serde_json::Value::Null)).unwrap();
-    for r in rows {
-        w.push(r.clone()).unwrap();
-    }
-    w.finish().unwrap();
 }
 
 fn read_corpus(corpus: &Corpus) -> common::Result<Vec<ChunkRow>> {
@@ -104,7 +79,7 @@ fn dictionary_encoded_strings_are_read_in_every_table() {
         arrow::array::UInt16Array::from(vec![0, 1, 0]),
         Arc::new(arrow::array::LargeStringArray::from(vec!["x", "y"])),
     );
-    write_raw(
+    write_table(
         &chunks,
         vec![
             ("doc_id", Arc::new(doc_id) as ArrayRef),
@@ -131,7 +106,7 @@ fn dictionary_encoded_strings_are_read_in_every_table() {
     let category: DictionaryArray<Int16Type> =
         vec!["successive", "random-pair"].into_iter().collect();
     let side: DictionaryArray<Int32Type> = vec![None, Some("anchor")].into_iter().collect();
-    write_raw(
+    write_table(
         &pairs,
         vec![
             ("pair_id", s(&["p0", "p1"])),
@@ -163,7 +138,7 @@ fn duplicate_keys_in_parquet_stop_the_read_with_both_rows() {
         chunk("b", 1901, 0, "z"),
     ];
     let twice: Vec<ChunkRow> = once.iter().chain(once.iter()).cloned().collect();
-    chunks_file(&path, &twice);
+    write_chunks(&path, &twice);
     let e = read_corpus(&Corpus::Chunks(path.clone())).unwrap_err();
     let msg = e.to_string();
     assert!(e.is_bad_input(), "{msg}");
@@ -175,7 +150,7 @@ fn duplicate_keys_in_parquet_stop_the_read_with_both_rows() {
         "{msg}"
     );
     // Same texts or not, a repeated key is the same error; distinct keys still pass.
-    chunks_file(&path, &once);
+    write_chunks(&path, &once);
     assert_eq!(read_corpus(&Corpus::Chunks(path)).unwrap(), once.to_vec());
 }
 
@@ -225,7 +200,7 @@ fn empty_texts_follow_the_chosen_rule_in_parquet_and_chunk_file_layouts() {
         chunk("b", 1901, 0, " \t "),
         chunk("b", 1901, 1, "z"),
     ];
-    chunks_file(&path, &rows);
+    write_chunks(&path, &rows);
     let layout = dir.path().join("chunk_files");
     write(
         &layout.join("metadata.tsv"),

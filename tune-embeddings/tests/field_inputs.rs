@@ -2,15 +2,16 @@
 //! Python's csv module (byte-order mark, CRLF, quoted newlines), question/context JSONL, and
 //! the model card of the workflow's two-stage tuning.
 
+mod support;
+
 use common::testing::base_model;
 use std::path::{Path, PathBuf};
 
 use common::provenance::Provenance;
 use common::schema::Category;
 use common::tables::{write_pairs, PairRow};
-use encoder::Precision;
 use tune_embeddings::data::{self, Examples, JsonlFields, Pair, Scored, Source};
-use tune_embeddings::{run, EvalSplit, Loss, Options, SplitBy};
+use tune_embeddings::{run, Loss, Options};
 
 fn write(path: &Path, text: &str) -> PathBuf {
     std::fs::write(path, text).unwrap();
@@ -142,33 +143,8 @@ fn question_context_jsonl_is_read_with_common_or_named_fields() {
 fn options(train: Source, base: PathBuf, out: PathBuf, loss: Loss) -> Options {
     Options {
         base_model: base,
-        train,
-        out,
-        checkpoint_dir: None,
-        resume: false,
         loss,
-        epochs: 1,
-        batch_size: 8,
-        mini_batch_size: None,
-        lr: 2e-5,
-        weight_decay: 0.01,
-        warmup_ratio: 0.1,
-        max_grad_norm: 1.0,
-        max_seq_length: Some(32),
-        seed: 42,
-        dropout: None,
-        eval: EvalSplit::Fraction(0.2),
-        // The CLI's default: by document for the pairs (one document each), by pair for the
-        // scored CSV, which has no doc ids.
-        split: SplitBy::Document,
-        held_out_docs: None,
-        corpus: None,
-        eval_steps: None,
-        best_metric: None,
-        checkpoint_steps: None,
-        stop_after_steps: None,
-        device: "cpu".into(),
-        precision: Precision::F32,
+        ..support::options(train, out)
     }
 }
 
