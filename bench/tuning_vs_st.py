@@ -133,6 +133,8 @@ def main():
     p.add_argument("--max-seq-length", type=int, default=None)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--svd-dims", type=int, default=100)
+    p.add_argument("--max-pairs", type=int, default=None,
+                   help="train both on the same seeded random subset of this many pairs (to fit a CPU budget)")
     p.add_argument("--skip-st", action="store_true", help="only tune-embeddings and the baselines")
     p.add_argument("--json", type=Path, help="write all values here")
     args = p.parse_args()
@@ -147,6 +149,13 @@ def main():
                "tfidf_svd": corpus_metrics(tfidf_svd(rows, train_rows, args.svd_dims, 0), rows),
                "tune_embeddings": [], "sentence_transformers": []}
     with tempfile.TemporaryDirectory() as tmp:
+        if args.max_pairs:
+            table = pq.read_table(args.pairs)
+            if args.max_pairs < table.num_rows:
+                keep = np.sort(np.random.default_rng(0).choice(table.num_rows, args.max_pairs, replace=False))
+                args.pairs = Path(tmp) / "pairs-subset.parquet"
+                pq.write_table(table.take(keep), args.pairs)
+            print(f"training pairs: {min(args.max_pairs, table.num_rows)} of {table.num_rows} (seeded subset)", flush=True)
         for seed in args.seeds:
             results["tune_embeddings"].append(ours_train(args, seed, Path(tmp) / f"ours-{seed}"))
             if not args.skip_st:
@@ -155,7 +164,8 @@ def main():
             print(json.dumps({k: v for k, v in results.items()}, indent=1), flush=True)
     keys = ["successive_mrr@10", "knn_year_error", "knn_same_decade"]
     print(f"\nsettings: epochs {args.epochs}, batch {args.batch_size}, lr {args.lr}, warm-up {args.warmup_ratio}, "
-          f"training length {args.max_seq_length or 'base'}, seeds {args.seeds}")
+          f"training length {args.max_seq_length or 'base'}, seeds {args.seeds}, "
+          f"pairs {args.max_pairs or 'all'}")
     print("| model | " + " | ".join(keys) + " |")
     print("|---|" + "---|" * len(keys))
     for name in ["base", "tfidf_svd"]:

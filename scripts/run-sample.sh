@@ -26,8 +26,10 @@ if [ -f "$docs" ]; then
       $col["fraction_compared"] == 1 {
       printf "%s\t%s\t%.4f\t%.4f\t%s\n", $col["precocity"], $col["docid"], $col["novelty"],
         $col["transience"], $col["date"]
-    }' "$docs" | sort -g -r -k1,1 | head -10 |
+    }' "$docs" | sort -g -r -k1,1 |
+    # NR <= 10 rather than head: head would stop reading, and sort's SIGPIPE would end the
+    # script here under pipefail.
     awk -F'\t' 'BEGIN { printf "  %-10s %-28s %-6s %9s %10s\n", "precocity", "document", "year", "novelty", "transience" }
-      { printf "  %-10.4f %-28s %-6s %9.4f %10.4f\n", $1, $2, $5, $3, $4 }'
+      NR <= 10 { printf "  %-10.4f %-28s %-6s %9.4f %10.4f\n", $1, $2, $5, $3, $4 }'
 fi
 if [ -n "$page" ]; then echo; echo "Report: $page"; fi
