@@ -1,7 +1,13 @@
 //! Exports of a finished shard for tools that do not read Parquet: the reference layout's TSV
 //! (`paperId, chunknumber, embedding_1 … embedding_D`) and a float32 `.npy` matrix with an ids
 //! Parquet beside it. Both are written to a temp file and renamed.
+//!
+//! The TSV must read back to the same rows whatever a doc_id holds: fields are quoted as RFC
+//! 4180 does with a TAB delimiter (a field holding a TAB, CR, LF or `"` goes in double quotes,
+//! `"` doubled), which pandas' `read_csv(sep="\t")`, Python's `csv` module and R's `read.delim`
+//! read; ids without those characters are written as before.
 
+use std::fmt::Write as _;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -53,31 +59,53 @@ fn with_temp<T>(
     }
 }
 
+/// The TSV dialect of the export (and of anything reading it back): TAB-delimited, `\n`
+/// records, RFC 4180 quotes only where a field needs them.
+pub fn tsv_writer<W: Write>(out: W) -> csv::Writer<W> {
+    csv::WriterBuilder::new()
+        .delimiter(b'\t')
+        .terminator(csv::Terminator::Any(b'\n'))
+        .quote_style(csv::QuoteStyle::Necessary)
+        .from_writer(out)
+}
+
 fn tsv(shard_file: &Path) -> Result<PathBuf> {
     let dest = shard_file.with_extension("tsv");
     let mut reader = EmbeddingsReader::open(shard_file)?;
     with_temp(&dest, |out| {
-        let io = |e| Error::io(&dest, e);
+        let csv_err = |e: csv::Error| match e.into_kind() {
+            csv::ErrorKind::Io(e) => Error::io(&dest, e),
+            other => Error::Invalid(format!("{}: {other:?}", dest.display())),
+        };
+        let mut w = tsv_writer(out);
         let mut header_written = false;
+        let mut field = String::new();
         while let Some((keys, matrix)) = reader.next_rows()? {
             let dim = matrix.len() / keys.len().max(1);
             if !header_written {
-                write!(out, "paperId\tchunknumber").map_err(io)?;
+                w.write_field("paperId").map_err(csv_err)?;
+                w.write_field("chunknumber").map_err(csv_err)?;
                 for d in 1..=dim {
-                    write!(out, "\tembedding_{d}").map_err(io)?;
+                    w.write_field(format!("embedding_{d}")).map_err(csv_err)?;
                 }
-                writeln!(out).map_err(io)?;
+                w.write_record(None::<&[u8]>).map_err(csv_err)?;
                 header_written = true;
             }
             for (k, row) in keys.iter().zip(matrix.chunks(dim)) {
-                write!(out, "{}\t{}", k.doc_id, k.chunk_idx).map_err(io)?;
+                w.write_field(&k.doc_id).map_err(csv_err)?;
+                field.clear();
+                write!(field, "{}", k.chunk_idx).expect("write to String");
+                w.write_field(&field).map_err(csv_err)?;
                 for v in row {
                     // Display prints the shortest text that parses back to the same f32.
-                    write!(out, "\t{v}").map_err(io)?;
+                    field.clear();
+                    write!(field, "{v}").expect("write to String");
+                    w.write_field(&field).map_err(csv_err)?;
                 }
-                writeln!(out).map_err(io)?;
+                w.write_record(None::<&[u8]>).map_err(csv_err)?;
             }
         }
+        w.flush().map_err(|e| Error::io(&dest, e))?;
         Ok(())
     })?;
     Ok(dest)

@@ -6,6 +6,10 @@
 //! when all parts are there they are merged, in input order, into `OUT/<shard>.parquet` and
 //! recorded in `OUT/MANIFEST.json`. Parts have fixed boundaries, so an interrupted and an
 //! uninterrupted run write the same bytes.
+//!
+//! Before any shard, the whole corpus is read once under the rules of [`common::corpus`]: a
+//! repeated (doc_id, chunk_idx) stops the run naming both rows, and empty or whitespace-only
+//! texts follow [`Options::empty_texts`] — so a run that would stop, stops before embedding.
 
 pub mod export;
 pub mod shards;
@@ -13,7 +17,8 @@ pub mod shards;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use common::corpus::Corpus;
+use common::corpus::{is_blank, Corpus, EmptyTexts};
+use common::parquet_io::BATCH_ROWS;
 use common::provenance::{sha256_file, Provenance};
 use common::tables::{ChunkKey, ChunkRow, EmbeddingsReader, EmbeddingsWriter};
 use encoder::{parse_device, Precision, SentenceEncoder};
@@ -41,6 +46,9 @@ pub struct Options {
     /// (task, tasks): embed only every `tasks`-th shard starting at `task`.
     pub task: Option<(usize, usize)>,
     pub exports: Vec<Format>,
+    /// Chunks with an empty or whitespace-only text: stop, skip, or embed them as
+    /// sentence-transformers does.
+    pub empty_texts: EmptyTexts,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -63,6 +71,10 @@ pub struct Report {
     pub seconds: f64,
     pub texts_per_second: f64,
     pub model_sha256: String,
+    /// Chunks of the corpus whose text is empty or whitespace-only (embedded or skipped, as
+    /// `empty_texts` says; with `stop` the run ends at the first).
+    pub empty_texts: u64,
+    pub empty_texts_rule: EmptyTexts,
 }
 
 pub fn run(opts: &Options) -> Result<Report> {
@@ -83,6 +95,16 @@ pub fn run(opts: &Options) -> Result<Report> {
             &model_sha256,
         ),
     )?;
+    let checked = opts
+        .corpus
+        .for_each_batch_with::<Error>(BATCH_ROWS, opts.empty_texts, |_| Ok(()))?;
+    if checked.empty_texts > 0 {
+        tracing::warn!(
+            "{} chunks have an empty or whitespace-only text; --empty-texts {}",
+            checked.empty_texts,
+            opts.empty_texts.as_str()
+        );
+    }
     let all = shards::plan(&opts.corpus, opts.shard_by)?;
     let mine = match opts.task {
         Some((task, tasks)) => shards::for_task(all, task, tasks),
@@ -99,6 +121,8 @@ pub fn run(opts: &Options) -> Result<Report> {
         seconds: 0.0,
         texts_per_second: 0.0,
         model_sha256: model_sha256.clone(),
+        empty_texts: checked.empty_texts,
+        empty_texts_rule: opts.empty_texts,
     };
     for shard in &mine {
         let mut provenance = base.clone();
@@ -114,6 +138,7 @@ pub fn run(opts: &Options) -> Result<Report> {
             "part_rows": opts.part_rows,
             "batch_size": opts.batch_size,
             "max_batch_tokens": opts.max_batch_tokens,
+            "empty_texts": opts.empty_texts,
         });
         let r = embed_shard(opts, &encoder, shard, &provenance)?;
         report.rows_embedded += if r.skipped { 0 } else { r.rows };
@@ -223,8 +248,10 @@ fn embed_shard(
             provenance,
         )
     };
+    // Every row is read (row numbers must match the plan's); the rule was applied up front,
+    // so what is left to do here is leaving out the empty texts `skip` asks to.
     opts.corpus
-        .for_each_batch::<Error>(common::parquet_io::BATCH_ROWS, |rows| {
+        .for_each_batch_with::<Error>(BATCH_ROWS, EmptyTexts::Embed, |rows| {
             for row in rows {
                 let here = corpus_row;
                 corpus_row += 1;
@@ -232,7 +259,7 @@ fn embed_shard(
                     Rows::Years { first, last } => (first..=last).contains(&row.year),
                     Rows::Range { start, end } => (start..end).contains(&here),
                 };
-                if !inside {
+                if !inside || (opts.empty_texts == EmptyTexts::Skip && is_blank(&row.text)) {
                     continue;
                 }
                 shard_row += 1;

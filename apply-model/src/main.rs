@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use apply_model::{run, Format, Options, ShardBy};
 use clap::Parser;
-use common::corpus::CorpusArgs;
+use common::corpus::{CorpusArgs, EmptyTexts};
 use encoder::Precision;
 
 /// `--version`: the version and the build's features; `slurm plan` reads "cuda" here before
@@ -28,6 +28,14 @@ static GLOBAL: encoder::alloc::MiMalloc = encoder::alloc::MiMalloc;
 ///
 /// Resumable: finished shards are skipped (after checking they were made with the same model,
 /// input and settings), and a killed shard continues after its last committed part.
+///
+/// Inputs as people's tools write them: a UTF-8 byte-order mark is ignored in every text file;
+/// string columns may be dictionary-encoded (pandas `category`); model folders saved by any
+/// sentence-transformers release from 2.x to 6.x load. The corpus is checked before any
+/// embedding: a (doc_id, chunk_idx) that appears twice stops the run (exit 2) naming the file
+/// and both rows; empty or whitespace-only texts follow --empty-texts. TSV exports quote a
+/// doc_id holding a TAB, newline or double quote (RFC 4180 quoting, as pandas and Python's csv
+/// module read it), so every export reads back to the same rows.
 #[derive(Parser)]
 #[command(version = VERSION, verbatim_doc_comment)]
 struct Args {
@@ -75,6 +83,11 @@ struct Args {
     /// either way.
     #[arg(long, value_enum, default_value = "f32")]
     precision: Precision,
+    /// Chunks whose text is empty or whitespace-only: `stop` (exit 2, naming the file and row of
+    /// the first), `skip` (left out of the output, counted in the summary), or `embed` (as
+    /// sentence-transformers does: such a text tokenizes to [CLS] [SEP] and gets that embedding).
+    #[arg(long, value_enum, default_value = "stop")]
+    empty_texts: EmptyTexts,
     /// Print the names of all shards (one per line; outputs are NAME.parquet) and exit.
     #[arg(long)]
     list_shards: bool,
@@ -122,6 +135,7 @@ fn main() -> ExitCode {
         shard_by: args.shard_by,
         task: args.shard.zip(args.num_shards),
         exports: args.formats,
+        empty_texts: args.empty_texts,
     };
     match run(&opts) {
         Ok(r) => {
@@ -137,6 +151,13 @@ fn main() -> ExitCode {
                 r.texts_per_second,
                 opts.out_dir.display()
             );
+            if r.empty_texts > 0 {
+                let done = match r.empty_texts_rule {
+                    EmptyTexts::Skip => "skipped",
+                    _ => "embedded",
+                };
+                eprintln!("{} chunks with an empty text {done}", r.empty_texts);
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -7,7 +7,8 @@
 
 use std::collections::BTreeSet;
 
-use common::corpus::Corpus;
+use common::corpus::{Corpus, EmptyTexts};
+use common::parquet_io::BATCH_ROWS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum ShardBy {
@@ -72,7 +73,8 @@ pub fn plan(corpus: &Corpus, by: ShardBy) -> common::Result<Vec<Shard>> {
         ShardBy::Decade | ShardBy::Years(_) => {
             let span = if let ShardBy::Years(n) = by { n } else { 10 };
             let mut starts = BTreeSet::new();
-            corpus.for_each_batch(common::parquet_io::BATCH_ROWS, |rows| {
+            // Empty texts are the caller's rule (run checks it first); a plan needs every year.
+            corpus.for_each_batch_with(BATCH_ROWS, EmptyTexts::Embed, |rows| {
                 starts.extend(rows.iter().map(|r| r.year.div_euclid(span) * span));
                 Ok(())
             })?;
@@ -99,7 +101,7 @@ fn count_rows(corpus: &Corpus) -> common::Result<u64> {
         return Ok(n);
     }
     let mut n = 0;
-    corpus.for_each_batch(common::parquet_io::BATCH_ROWS, |rows| {
+    corpus.for_each_batch_with(BATCH_ROWS, EmptyTexts::Embed, |rows| {
         n += rows.len() as u64;
         Ok(())
     })?;

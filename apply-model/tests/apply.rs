@@ -1,7 +1,7 @@
 //! apply-model on the real base model: parity with the encoder and the reference file through
 //! the whole path, sharding and Slurm-array coverage, kill -9 resume, exports, bad input.
 
-use common::testing::{base_model, workspace_root as root};
+use common::testing::{base_model, workspace_root as root, write_chunks};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,18 +9,8 @@ use std::process::Command;
 use apply_model::{run, Format, Options, ShardBy};
 use candle_core::Device;
 use common::corpus::Corpus;
-use common::provenance::Provenance;
-use common::tables::{ChunkKey, ChunkRow, ChunksReader, ChunksWriter, EmbeddingsReader};
+use common::tables::{ChunkKey, ChunkRow, ChunksReader, EmbeddingsReader};
 use encoder::{cosine, Precision, SentenceEncoder};
-
-fn write_chunks(path: &Path, rows: &[ChunkRow]) {
-    let mut w =
-        ChunksWriter::create(path, &Provenance::new("test", "0", serde_json::Value::Null)).unwrap();
-    for r in rows {
-        w.push(r.clone()).unwrap();
-    }
-    w.finish().unwrap();
-}
 
 fn options(chunks: &Path, out: &Path) -> Options {
     Options {
@@ -35,17 +25,12 @@ fn options(chunks: &Path, out: &Path) -> Options {
         shard_by: ShardBy::Decade,
         task: None,
         exports: Vec::new(),
+        empty_texts: common::corpus::EmptyTexts::Stop,
     }
 }
 
 fn read_all(path: &Path) -> (Vec<ChunkKey>, Vec<f32>) {
-    let mut r = EmbeddingsReader::open(path).unwrap();
-    let (mut keys, mut matrix) = (Vec::new(), Vec::new());
-    while let Some((k, m)) = r.next_rows().unwrap() {
-        keys.extend(k);
-        matrix.extend(m);
-    }
-    (keys, matrix)
+    EmbeddingsReader::read_all(path).unwrap()
 }
 
 /// The reference texts (blank ones excepted: not valid chunks), one document each, from 1900.

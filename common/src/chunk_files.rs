@@ -5,13 +5,19 @@
 //! Problems that affect one document or one line (a missing chunk file, a malformed line, a
 //! year that is not an integer) are collected in a [`ChunkFilesReport`] with file and line, and the
 //! rest is imported; problems that make the whole input unusable (no metadata, no id column)
-//! are errors.
+//! are errors. A document id listed twice in the metadata, or a chunk index twice in one chunk
+//! file, is an error naming both lines: the rule every reader of chunks follows (see
+//! [`crate::corpus`]), since which copy is meant cannot be guessed. Empty or whitespace-only
+//! chunk texts follow [`EmptyTexts`] (reported and skipped by [`read_chunk_files`]). A leading UTF-8
+//! byte-order mark is ignored in every file.
 
-use std::io::{BufRead, BufReader};
+use std::collections::HashMap;
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::corpus::EmptyTexts;
 use crate::error::{Error, Result};
 use crate::provenance::{sha256_file, Provenance};
 use crate::tables::{ChunkRow, ChunksWriter};
@@ -65,6 +71,9 @@ pub struct ChunkFilesReport {
     pub empty_documents: Vec<String>,
     /// Skipped metadata rows and chunk lines.
     pub malformed: Vec<Problem>,
+    /// Chunk lines whose text is empty or whitespace-only (skipped ones are also in
+    /// `malformed`; with [`EmptyTexts::Embed`] they are passed on).
+    pub empty_texts: u64,
 }
 
 struct MetaRow {
@@ -73,9 +82,22 @@ struct MetaRow {
 }
 
 /// Reads the layout document by document, calling `on_doc` with each document's chunks in
-/// chunk_idx order. Memory is bounded by the largest document.
+/// chunk_idx order; empty chunk texts are reported in `malformed` and skipped. Memory is
+/// bounded by the largest document. Errors of `on_doc` (any type that `common`'s errors
+/// convert into) stop the reading.
 pub fn read_chunk_files<E: From<Error>>(
     layout: &ChunkFileLayout,
+    on_doc: impl FnMut(Vec<ChunkRow>) -> std::result::Result<(), E>,
+) -> std::result::Result<ChunkFilesReport, E> {
+    read_chunk_files_with(layout, EmptyTexts::Skip, on_doc)
+}
+
+/// As [`read_chunk_files`], with empty or whitespace-only chunk texts handled as `empty` says:
+/// `Stop` is an error naming the chunk file and line, `Skip` reports and skips the line,
+/// `Embed` passes the chunk on with an empty text.
+pub fn read_chunk_files_with<E: From<Error>>(
+    layout: &ChunkFileLayout,
+    empty: EmptyTexts,
     mut on_doc: impl FnMut(Vec<ChunkRow>) -> std::result::Result<(), E>,
 ) -> std::result::Result<ChunkFilesReport, E> {
     let mut report = ChunkFilesReport::default();
@@ -90,7 +112,7 @@ pub fn read_chunk_files<E: From<Error>>(
             }
             Err(e) => return Err(Error::io(&path, e).into()),
         };
-        let chunks = read_chunk_file(&path, file, &doc, &mut report.malformed)?;
+        let chunks = read_chunk_file(&path, file, &doc, empty, &mut report)?;
         if chunks.is_empty() {
             report.empty_documents.push(doc.doc_id);
             continue;
@@ -113,8 +135,7 @@ pub fn read_chunk_files<E: From<Error>>(
 
 fn read_metadata(layout: &ChunkFileLayout, report: &mut ChunkFilesReport) -> Result<Vec<MetaRow>> {
     let path = &layout.metadata;
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut lines = BufReader::new(file).lines();
+    let mut lines = crate::text::open(path)?.lines();
     let header = match lines.next() {
         Some(h) => h.map_err(|e| Error::io(path, e))?,
         None => {
@@ -141,7 +162,7 @@ fn read_metadata(layout: &ChunkFileLayout, report: &mut ChunkFilesReport) -> Res
     };
     let (id_col, year_col) = (find(&layout.id_column)?, find(&layout.year_column)?);
     let file_name = path.display().to_string();
-    let mut seen = std::collections::HashSet::new();
+    let mut seen: HashMap<String, u64> = HashMap::new();
     let mut docs = Vec::new();
     for (i, line) in lines.enumerate() {
         let line_no = i as u64 + 2;
@@ -175,9 +196,14 @@ fn read_metadata(layout: &ChunkFileLayout, report: &mut ChunkFilesReport) -> Res
             problem(format!("year {year:?} is not an integer"));
             continue;
         };
-        if !seen.insert(id.to_string()) {
-            problem(format!("duplicate document id {id:?}"));
-            continue;
+        if let Some(first) = seen.insert(id.to_string(), line_no) {
+            return Err(Error::BadLine {
+                path: path.clone(),
+                line: line_no,
+                reason: format!(
+                    "duplicate document id {id:?} (first at line {first}); each document must be listed once"
+                ),
+            });
         }
         docs.push(MetaRow {
             doc_id: id.to_string(),
@@ -198,12 +224,15 @@ fn read_chunk_file(
     path: &Path,
     file: std::fs::File,
     doc: &MetaRow,
-    malformed: &mut Vec<Problem>,
+    empty: EmptyTexts,
+    report: &mut ChunkFilesReport,
 ) -> Result<Vec<ChunkRow>> {
     let file_name = path.display().to_string();
     let mut chunks: Vec<ChunkRow> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
+    let mut seen: HashMap<i32, u64> = HashMap::new();
+    let reader = crate::text::skip_bom(std::io::BufReader::new(file));
+    let malformed = &mut report.malformed;
+    for (i, line) in reader.map_err(|e| Error::io(path, e))?.lines().enumerate() {
         let line_no = i as u64 + 1;
         let line = line.map_err(|e| Error::io(path, e))?;
         let line = line.trim_end_matches('\r');
@@ -226,13 +255,31 @@ fn read_chunk_file(
             continue;
         };
         let text = text.trim();
-        if text.is_empty() {
-            problem(format!("chunk {idx} has empty text"));
-            continue;
+        if let Some(first) = seen.insert(idx, line_no) {
+            return Err(Error::BadLine {
+                path: path.into(),
+                line: line_no,
+                reason: format!(
+                    "duplicate chunk index {idx} (first at line {first}); each (doc_id, chunk_idx) must appear once"
+                ),
+            });
         }
-        if !seen.insert(idx) {
-            problem(format!("duplicate chunk index {idx}"));
-            continue;
+        if text.is_empty() {
+            report.empty_texts += 1;
+            match empty {
+                EmptyTexts::Stop => {
+                    return Err(Error::BadLine {
+                        path: path.into(),
+                        line: line_no,
+                        reason: format!("chunk {idx} has empty text; {}", EmptyTexts::STOP_HINT),
+                    })
+                }
+                EmptyTexts::Skip => {
+                    problem(format!("chunk {idx} has empty text"));
+                    continue;
+                }
+                EmptyTexts::Embed => {}
+            }
         }
         chunks.push(ChunkRow {
             doc_id: doc.doc_id.clone(),

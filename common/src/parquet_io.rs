@@ -57,7 +57,9 @@ impl ColumnSpec {
 }
 
 /// Canonical column types; readers accept the obvious equivalents (an int64 year written by
-/// pandas, large strings written by polars) and cast them.
+/// pandas, large strings and string views written by polars, a pandas `category` or a polars
+/// `Categorical`/`Enum`, i.e. an Arrow dictionary of any integer index type over any of those
+/// value types) and cast them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColumnKind {
     Utf8,
@@ -72,6 +74,11 @@ pub enum ColumnKind {
 impl ColumnKind {
     fn accepts(self, found: &DataType) -> bool {
         use DataType as D;
+        // Dictionary encoding changes how values are stored, not what they are: arrow's cast
+        // unpacks any integer index type.
+        if let D::Dictionary(index, values) = found {
+            return index.is_integer() && self != ColumnKind::Embedding && self.accepts(values);
+        }
         match self {
             ColumnKind::Utf8 => matches!(found, D::Utf8 | D::LargeUtf8 | D::Utf8View),
             ColumnKind::Int32 | ColumnKind::Int64 => matches!(

@@ -21,8 +21,12 @@ pub struct ChunkRow {
     pub text: String,
 }
 
-/// Streams a `chunks` file batch by batch, rejecting null or blank ids and texts.
-pub struct ChunksReader(TableReader);
+/// Streams a `chunks` file batch by batch, rejecting null or blank ids and null texts, and
+/// blank (empty or whitespace-only) texts unless [`ChunksReader::keep_blank_texts`] is set.
+pub struct ChunksReader {
+    inner: TableReader,
+    keep_blank_texts: bool,
+}
 
 impl ChunksReader {
     const SPECS: [ColumnSpec; 4] = {
@@ -36,25 +40,47 @@ impl ChunksReader {
     };
 
     pub fn open(path: &Path) -> Result<Self> {
-        TableReader::open(path, schema::chunks::TABLE, &Self::SPECS).map(ChunksReader)
+        let inner = TableReader::open(path, schema::chunks::TABLE, &Self::SPECS)?;
+        Ok(ChunksReader {
+            inner,
+            keep_blank_texts: false,
+        })
+    }
+
+    /// Passes empty and whitespace-only texts through, for callers that apply their own rule
+    /// ([`crate::corpus::EmptyTexts`]); null texts stay errors.
+    pub fn keep_blank_texts(mut self) -> Self {
+        self.keep_blank_texts = true;
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        self.inner.path()
     }
 
     pub fn num_rows(&self) -> u64 {
-        self.0.num_rows()
+        self.inner.num_rows()
     }
 
     pub fn next_rows(&mut self) -> Result<Option<Vec<ChunkRow>>> {
         use schema::chunks::*;
-        let Some(b) = self.0.next_batch()? else {
+        let keep_blank = self.keep_blank_texts;
+        let Some(b) = self.inner.next_batch()? else {
             return Ok(None);
         };
         let mut rows = Vec::with_capacity(b.len());
         for i in 0..b.len() {
+            let text = if keep_blank {
+                b.opt_str(TEXT, i)?
+                    .ok_or_else(|| b.bad_value(i, TEXT, "null value"))?
+            } else {
+                b.text(TEXT, i)?
+            };
             rows.push(ChunkRow {
                 doc_id: b.text(DOC_ID, i)?.to_string(),
                 year: b.i32(YEAR, i)?,
                 chunk_idx: b.i32(CHUNK_IDX, i)?,
-                text: b.text(TEXT, i)?.to_string(),
+                text: text.to_string(),
             });
         }
         Ok(Some(rows))
@@ -386,6 +412,18 @@ impl EmbeddingsReader {
     /// Embedding dimension; known after the first batch.
     pub fn dim(&self) -> Option<usize> {
         self.dim
+    }
+
+    /// Reads the whole file as keys plus a row-major matrix; for small files and tests.
+    /// Stages stream with `next_rows`.
+    pub fn read_all(path: &Path) -> Result<(Vec<ChunkKey>, Vec<f32>)> {
+        let mut reader = Self::open(path)?;
+        let (mut keys, mut matrix) = (Vec::new(), Vec::new());
+        while let Some((k, m)) = reader.next_rows()? {
+            keys.extend(k);
+            matrix.extend(m);
+        }
+        Ok((keys, matrix))
     }
 
     pub fn next_rows(&mut self) -> Result<Option<(Vec<ChunkKey>, Vec<f32>)>> {

@@ -4,14 +4,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{Field, Schema};
+use arrow::array::{ArrayRef, Int32Array, Int64Array, StringArray};
 use common::provenance::Provenance;
 use common::schema::{Category, Side};
 use common::tables::{
     write_pairs, ChunkKey, ChunkRow, ChunksReader, ChunksWriter, EmbeddingsReader,
     EmbeddingsWriter, PairRow, PairsReader, ParaphraseProvenance,
 };
+use common::testing::write_table;
 
 fn prov() -> Provenance {
     Provenance::new("test", "0.0.0", serde_json::json!({"seed": 42}))
@@ -25,23 +25,6 @@ fn chunk(doc: &str, year: i32, idx: i32, text: &str) -> ChunkRow {
         chunk_idx: idx,
         text: text.into(),
     }
-}
-
-/// Writes an arbitrary table, for files our writers would never produce.
-fn write_raw(path: &Path, columns: Vec<(&str, ArrayRef)>) {
-    let schema = Arc::new(Schema::new(
-        columns
-            .iter()
-            .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
-            .collect::<Vec<_>>(),
-    ));
-    let batch =
-        RecordBatch::try_new(schema.clone(), columns.into_iter().map(|c| c.1).collect()).unwrap();
-    let mut w =
-        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None)
-            .unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
 }
 
 fn s(values: &[Option<&str>]) -> ArrayRef {
@@ -150,7 +133,7 @@ fn a_dropped_writer_leaves_no_file() {
 fn pandas_style_int64_and_large_strings_are_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("chunks.parquet");
-    write_raw(
+    write_table(
         &path,
         vec![
             (
@@ -183,7 +166,7 @@ fn bad_chunks_files_name_file_column_and_row() {
     let ids = || s(&[Some("a"), Some("b"), Some("c")]);
     let ints = || Arc::new(Int32Array::from(vec![1, 2, 3])) as ArrayRef;
 
-    write_raw(
+    write_table(
         &p("missing.parquet"),
         vec![("doc_id", ids()), ("year", ints()), ("text", ids())],
     );
@@ -193,7 +176,7 @@ fn bad_chunks_files_name_file_column_and_row() {
         "{e}"
     );
 
-    write_raw(
+    write_table(
         &p("type.parquet"),
         vec![
             ("doc_id", ids()),
@@ -208,7 +191,7 @@ fn bad_chunks_files_name_file_column_and_row() {
         "{e}"
     );
 
-    write_raw(
+    write_table(
         &p("null.parquet"),
         vec![
             ("doc_id", ids()),
@@ -226,7 +209,7 @@ fn bad_chunks_files_name_file_column_and_row() {
         "{e}"
     );
 
-    write_raw(
+    write_table(
         &p("blank.parquet"),
         vec![
             ("doc_id", ids()),
@@ -238,7 +221,7 @@ fn bad_chunks_files_name_file_column_and_row() {
     let e = read_err(&p("blank.parquet"));
     assert!(e.contains("row 2") && e.contains("empty text"), "{e}");
 
-    write_raw(
+    write_table(
         &p("big.parquet"),
         vec![
             ("doc_id", ids()),
@@ -286,7 +269,7 @@ fn unknown_pair_category_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pairs.parquet");
     let one = |v: &str| s(&[Some(v), Some(v)]);
-    write_raw(
+    write_table(
         &path,
         vec![
             ("pair_id", s(&[Some("p1"), Some("p2")])),

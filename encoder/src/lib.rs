@@ -28,7 +28,7 @@ pub mod weights;
 pub use device::{parse_device, Precision};
 pub use embed::run_candle_ops_inline;
 pub use error::{Error, Result};
-pub use folder::{Architecture, ModelCard, ModelFolder};
+pub use folder::{Architecture, ModelCard, ModelFolder, TuningStage};
 pub use layers::{Dropout, Mode};
 pub use pooling::cosine;
 pub use sentence_encoder::SentenceEncoder;

@@ -133,7 +133,8 @@ fn read_key(file: Option<&PathBuf>) -> Result<String, String> {
             .map_err(|_| "no API key: set OPENAI_API_KEY or give --api-key-file".to_string());
     };
     common::provenance::check_private_file(path).map_err(|e| format!("key file {e}"))?;
-    let key = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // Notepad and PowerShell save UTF-8 with a byte-order mark.
+    let key = common::text::read_to_string(path).map_err(|e| e.to_string())?;
     Ok(key.trim().to_string())
 }
 

@@ -53,7 +53,8 @@ impl PromptSet {
 
     /// Reads a `.json` file, or TOML otherwise.
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // Notepad and PowerShell save UTF-8 with a byte-order mark.
+        let text = common::text::read_to_string(path).map_err(|e| e.to_string())?;
         let set: PromptSet = if path.extension().is_some_and(|e| e == "json") {
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
         } else {

@@ -214,8 +214,8 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
     Ok(report)
 }
 
-/// Groups the corpus into documents (in order of first appearance), rejecting duplicate
-/// chunks and documents whose year changes between rows.
+/// Groups the corpus into documents (in order of first appearance), rejecting documents whose
+/// year changes between rows (a repeated chunk is the corpus reader's error, as in every stage).
 fn read_documents(opts: &Options, report: &mut Report) -> Result<Vec<Document>, Error> {
     let in_range = |year: i32| {
         opts.from_year.is_none_or(|y| year >= y) && opts.to_year.is_none_or(|y| year <= y)
@@ -226,7 +226,6 @@ fn read_documents(opts: &Options, report: &mut Report) -> Result<Vec<Document>, 
     };
     let mut docs: Vec<Document> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
-    let mut seen: std::collections::HashSet<(usize, i32)> = std::collections::HashSet::new();
     let mut row_no = 0u64;
     let mut outside = 0usize;
     let files_report =
@@ -260,12 +259,6 @@ fn read_documents(opts: &Options, report: &mut Report) -> Result<Vec<Document>, 
                         return Err(bad(format!(
                             "document {:?} appears with more than one year",
                             row.doc_id
-                        )));
-                    }
-                    if !seen.insert((at, row.chunk_idx)) {
-                        return Err(bad(format!(
-                            "duplicate chunk: ({:?}, chunk_idx {})",
-                            row.doc_id, row.chunk_idx
                         )));
                     }
                     docs[at].chunks.push((row.chunk_idx, row.text));

@@ -28,6 +28,11 @@ use select_pairs::{run, Options, Params};
 /// `paraphrase_side` column, not a literal word in the text; the random-pair branch draws two
 /// distinct chunks (the reference could pair a chunk with itself); all randomness is seeded
 /// per document, so output is identical for a seed whatever the thread count.
+///
+/// Inputs: a (doc_id, chunk_idx) that appears twice stops the run (exit 2) naming the file and
+/// both rows; an empty or whitespace-only text is an error in Parquet and a reported, skipped
+/// line in a chunk-file layout; a UTF-8 byte-order mark in any text file and dictionary-encoded
+/// string columns (pandas `category`) are read as they are meant.
 #[derive(Parser)]
 #[command(version, verbatim_doc_comment)]
 struct Args {

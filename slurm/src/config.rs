@@ -237,7 +237,8 @@ impl Profile {
 impl Config {
     /// Reads the config and makes its paths absolute (relative to the config's folder).
     pub fn load(path: &Path) -> Result<Config, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // Notepad and PowerShell save UTF-8 with a byte-order mark.
+        let text = common::text::read_to_string(path).map_err(|e| e.to_string())?;
         let mut config: Config =
             toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         let base = path

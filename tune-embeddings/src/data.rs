@@ -1,6 +1,8 @@
 //! Training data: pairs Parquet (from select-pairs/paraphrase-gen), QA-style JSONL, and
 //! scored pairs (CSV or Parquet) for CoSENT. Every text must be present and non-blank; a
-//! problem is reported with its file and row before any training starts.
+//! problem is reported with its file and row before any training starts. Text files may
+//! start with a UTF-8 byte-order mark; CSV is RFC 4180 (quoted fields may hold commas, quotes
+//! and newlines), and its row numbers count records, the header being row 1.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -49,8 +51,8 @@ impl Examples {
 pub enum Source {
     /// `pairs` Parquet (anchor, positive, optional negative).
     Pairs(PathBuf),
-    /// JSONL with `query`/`anchor`, `positive` and optional `negative` fields.
-    Jsonl(PathBuf),
+    /// JSONL, one object per line, with the fields [`JsonlFields`] names.
+    Jsonl(PathBuf, JsonlFields),
     /// CSV (header sentence1,sentence2,score) or Parquet with those columns.
     Scored(PathBuf),
 }
@@ -58,9 +60,29 @@ pub enum Source {
 impl Source {
     pub fn path(&self) -> &Path {
         match self {
-            Source::Pairs(p) | Source::Jsonl(p) | Source::Scored(p) => p,
+            Source::Pairs(p) | Source::Jsonl(p, _) | Source::Scored(p) => p,
         }
     }
+}
+
+/// Field names read from JSONL lines for the two sides of a pair and the optional hard
+/// negative. A side without a name takes the first of its common names that a line has
+/// (those of sentence-transformers' datasets and of QA/retrieval data, where the context is
+/// what the query should find); a line holding two of them is an error, not a guess.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct JsonlFields {
+    pub anchor: Option<String>,
+    pub positive: Option<String>,
+    pub negative: Option<String>,
+}
+
+impl JsonlFields {
+    /// Common names of the query side, in the order they are looked for.
+    pub const ANCHOR_NAMES: [&'static str; 4] = ["query", "anchor", "question", "sentence1"];
+    /// Common names of the side the query should find.
+    pub const POSITIVE_NAMES: [&'static str; 4] = ["positive", "context", "passage", "sentence2"];
+    /// Common names of an optional hard negative.
+    pub const NEGATIVE_NAMES: [&'static str; 2] = ["negative", "hard_negative"];
 }
 
 fn bad(path: &Path, row: u64, reason: impl Into<String>) -> Error {
@@ -78,7 +100,7 @@ fn text(path: &Path, row: u64, field: &str, value: Option<String>) -> Result<Str
 pub fn load(source: &Source) -> Result<Examples, Error> {
     let examples = match source {
         Source::Pairs(path) => Examples::Pairs(load_pairs(path)?),
-        Source::Jsonl(path) => Examples::Pairs(load_jsonl(path)?),
+        Source::Jsonl(path, fields) => Examples::Pairs(load_jsonl(path, fields)?),
         Source::Scored(path) => Examples::Scored(load_scored(path)?),
     };
     if examples.is_empty() {
@@ -125,10 +147,9 @@ fn load_pairs(path: &Path) -> Result<Vec<Pair>, Error> {
         .collect()
 }
 
-fn load_jsonl(path: &Path) -> Result<Vec<Pair>, Error> {
-    let file = std::fs::File::open(path).map_err(|e| common::Error::io(path, e))?;
+fn load_jsonl(path: &Path, fields: &JsonlFields) -> Result<Vec<Pair>, Error> {
     let mut pairs = Vec::new();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+    for (i, line) in common::text::open(path)?.lines().enumerate() {
         let line = line.map_err(|e| common::Error::io(path, e))?;
         let row = i as u64 + 1;
         if line.trim().is_empty() {
@@ -136,26 +157,55 @@ fn load_jsonl(path: &Path) -> Result<Vec<Pair>, Error> {
         }
         let value: serde_json::Value = serde_json::from_str(&line)
             .map_err(|e| Error::Data(format!("{}:{row}: invalid JSON: {e}", path.display())))?;
-        let field = |names: &[&str]| {
-            names
+        let at = |reason: String| Error::Data(format!("{}:{row}: {reason}", path.display()));
+        // The one field of `names` this line has (None if it has none of them).
+        let pick = |chosen: &Option<String>, names: &[&str], option: &str| {
+            let names: Vec<&str> = match chosen {
+                Some(name) => vec![name.as_str()],
+                None => names.to_vec(),
+            };
+            let present: Vec<&str> = names
                 .iter()
-                .find_map(|n| value.get(*n).and_then(|v| v.as_str()).map(str::to_string))
+                .copied()
+                .filter(|n| value.get(n).is_some_and(|v| !v.is_null()))
+                .collect();
+            match present.as_slice() {
+                [] => Ok(None),
+                [name] => match value[name].as_str() {
+                    Some(t) if !t.trim().is_empty() => Ok(Some(t.to_string())),
+                    Some(_) => Err(at(format!("`{name}` is empty"))),
+                    None => Err(at(format!("`{name}` is not a string"))),
+                },
+                several => Err(at(format!(
+                    "has both `{}` and `{}`; choose one with {option}",
+                    several[0], several[1]
+                ))),
+            }
         };
-        let line_err = |field: &str, what: &str| {
-            Error::Data(format!("{}:{row}: `{field}` is {what}", path.display()))
-        };
-        let get = |names: &[&str]| match field(names) {
-            Some(t) if !t.trim().is_empty() => Ok(t),
-            Some(_) => Err(line_err(names[0], "empty")),
-            None => Err(line_err(names[0], "missing")),
+        let required = |chosen: &Option<String>, names: &[&str], option: &str| {
+            pick(chosen, names, option)?.ok_or_else(|| {
+                let looked: Vec<String> = match chosen {
+                    Some(n) => vec![format!("`{n}`")],
+                    None => names.iter().map(|n| format!("`{n}`")).collect(),
+                };
+                at(format!(
+                    "no {} field (name it with {option})",
+                    looked.join(", ")
+                ))
+            })
         };
         pairs.push(Pair {
-            anchor: get(&["query", "anchor"])?,
-            positive: get(&["positive"])?,
-            negative: match field(&["negative"]) {
-                Some(_) => Some(get(&["negative"])?),
-                None => None,
-            },
+            anchor: required(&fields.anchor, &JsonlFields::ANCHOR_NAMES, "--anchor-field")?,
+            positive: required(
+                &fields.positive,
+                &JsonlFields::POSITIVE_NAMES,
+                "--positive-field",
+            )?,
+            negative: pick(
+                &fields.negative,
+                &JsonlFields::NEGATIVE_NAMES,
+                "--negative-field",
+            )?,
         });
     }
     Ok(pairs)
@@ -174,37 +224,49 @@ fn load_scored(path: &Path) -> Result<Vec<Scored>, Error> {
     if is_parquet {
         return load_scored_parquet(path);
     }
-    let file = std::fs::File::open(path).map_err(|e| common::Error::io(path, e))?;
-    let mut lines = std::io::BufReader::new(file).lines();
-    let header = lines
-        .next()
-        .transpose()
-        .map_err(|e| common::Error::io(path, e))?
-        .ok_or_else(|| Error::Data(format!("{}: empty file", path.display())))?;
-    let columns: Vec<&str> = header
-        .trim_end_matches('\r')
-        .split(',')
-        .map(str::trim)
-        .collect();
-    let col = |name: &str| {
-        columns.iter().position(|c| *c == name).ok_or_else(|| {
-            Error::Data(format!(
-                "{}: no column `{name}` in the header ({header})",
+    let csv_error = |e: csv::Error| {
+        let at = e
+            .position()
+            .map(|p| format!("row {}: ", p.record() + 1))
+            .unwrap_or_default();
+        match e.into_kind() {
+            csv::ErrorKind::Io(e) => Error::Common(common::Error::io(path, e)),
+            kind => Error::Data(format!(
+                "{}: {at}not readable as CSV: {kind:?}",
                 path.display()
+            )),
+        }
+    };
+    // RFC 4180, as Python's csv module and spreadsheets write it; short rows are reported
+    // field by field below rather than as a record-length error.
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::Headers)
+        .from_reader(common::text::open(path)?);
+    let header = reader.headers().map_err(csv_error)?.clone();
+    if header.is_empty() {
+        return Err(Error::Data(format!("{}: empty file", path.display())));
+    }
+    let col = |name: &str| {
+        header.iter().position(|c| c == name).ok_or_else(|| {
+            Error::Data(format!(
+                "{}: no column `{name}` in the header ({})",
+                path.display(),
+                header.iter().collect::<Vec<_>>().join(",")
             ))
         })
     };
     use common::schema::scored::{SCORE, SENTENCE1, SENTENCE2};
     let (c1, c2, cs) = (col(SENTENCE1)?, col(SENTENCE2)?, col(SCORE)?);
     let mut out = Vec::new();
-    for (i, line) in lines.enumerate() {
-        let line = line.map_err(|e| common::Error::io(path, e))?;
-        let row = i as u64 + 2;
-        if line.trim().is_empty() {
+    for record in reader.records() {
+        let record = record.map_err(csv_error)?;
+        // Rows count records, the header being row 1 (a quoted newline does not add one).
+        let row = record.position().map_or(0, |p| p.record() + 1);
+        if record.iter().all(|f| f.trim().is_empty()) {
             continue;
         }
-        let fields = split_csv(&line);
-        let get = |c: usize, name: &str| text(path, row, name, fields.get(c).cloned());
+        let get = |c: usize, name: &str| text(path, row, name, record.get(c).map(str::to_string));
         let score: f32 = get(cs, SCORE)?
             .trim()
             .parse()
@@ -216,27 +278,6 @@ fn load_scored(path: &Path) -> Result<Vec<Scored>, Error> {
         });
     }
     Ok(out)
-}
-
-/// One CSV record: comma-separated, fields optionally in double quotes with `""` escapes.
-fn split_csv(line: &str) -> Vec<String> {
-    let mut fields = Vec::new();
-    let mut field = String::new();
-    let mut quoted = false;
-    let mut chars = line.trim_end_matches('\r').chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                field.push('"');
-                chars.next();
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => fields.push(std::mem::take(&mut field)),
-            _ => field.push(c),
-        }
-    }
-    fields.push(field);
-    fields
 }
 
 fn load_scored_parquet(path: &Path) -> Result<Vec<Scored>, Error> {
@@ -279,6 +320,6 @@ pub fn doc_ids(source: &Source) -> Result<Option<Vec<String>>, Error> {
                 .map(|r| r.doc_id)
                 .collect(),
         ),
-        Source::Jsonl(_) | Source::Scored(_) => None,
+        Source::Jsonl(..) | Source::Scored(_) => None,
     })
 }

@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use common::chunk_files::ChunkFileLayout;
 use common::corpus::{Corpus, CorpusArgs};
 use encoder::Precision;
-use tune_embeddings::data::Source;
+use tune_embeddings::data::{JsonlFields, Source};
 use tune_embeddings::eval::evaluate_folder;
 use tune_embeddings::{format_metrics, run, EvalSplit, Loss, Options, SplitBy};
 
@@ -70,9 +70,12 @@ const VERSION: &str = if cfg!(feature = "cuda") {
 /// Fine-tune a sentence-transformers model on training pairs.
 ///
 /// Training data is one of --pairs (select-pairs / paraphrase-gen output), --jsonl
-/// (query/positive[/negative] lines) or --scored (sentence1,sentence2,score CSV or Parquet, for
-/// a second, CoSENT stage started from the first stage's output with --base-model). Batches
-/// never hold the same text twice. A held-out split is evaluated before training, after each
+/// (query/positive[/negative] lines; see --anchor-field for the names read) or --scored
+/// (sentence1,sentence2,score CSV or Parquet, for a second, CoSENT stage started from the first
+/// stage's output with --base-model; its model card then names the original base model and
+/// lists both stages). Text files may start with a UTF-8 byte-order mark; CSV is RFC 4180
+/// (quoted fields may hold commas and newlines) and error rows count records. Batches never
+/// hold the same text twice. A held-out split is evaluated before training, after each
 /// epoch and every --eval-steps: accuracy of true vs rolled pairs, MRR@10, Recall@1/@10 (or
 /// Spearman for scored pairs); the best evaluation's weights are what OUT receives.
 ///
@@ -103,9 +106,21 @@ struct Args {
     /// `pairs` Parquet file.
     #[arg(long, group = "data")]
     pairs: Option<PathBuf>,
-    /// JSONL with query (or anchor), positive and optional negative fields.
+    /// JSONL, one object per line: the query side, the side it should find, and an optional
+    /// hard negative (other fields, e.g. `answer`, are ignored).
     #[arg(long, group = "data")]
     jsonl: Option<PathBuf>,
+    /// JSONL field of the query side [default: the one of query, anchor, question, sentence1
+    /// that a line has].
+    #[arg(long, requires = "jsonl")]
+    anchor_field: Option<String>,
+    /// JSONL field of the side the query should find [default: the one of positive, context,
+    /// passage, sentence2 that a line has].
+    #[arg(long, requires = "jsonl")]
+    positive_field: Option<String>,
+    /// JSONL field of an optional hard negative [default: negative or hard_negative].
+    #[arg(long, requires = "jsonl")]
+    negative_field: Option<String>,
     /// Scored pairs: CSV with header sentence1,sentence2,score or Parquet with those columns.
     #[arg(long, group = "data")]
     scored: Option<PathBuf>,
@@ -224,7 +239,14 @@ fn main() -> ExitCode {
     }
     let train = match (a.pairs, a.jsonl, a.scored) {
         (Some(p), _, _) => Source::Pairs(p),
-        (_, Some(p), _) => Source::Jsonl(p),
+        (_, Some(p), _) => Source::Jsonl(
+            p,
+            JsonlFields {
+                anchor: a.anchor_field,
+                positive: a.positive_field,
+                negative: a.negative_field,
+            },
+        ),
         (_, _, Some(p)) => Source::Scored(p),
         _ => {
             eprintln!("error: give the training data with --pairs, --jsonl or --scored");

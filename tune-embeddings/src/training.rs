@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use encoder::{ModelCard, Precision, SentenceEncoder};
+use encoder::{ModelCard, Precision, SentenceEncoder, TuningStage};
 
 use crate::checkpoint::{Best, Checkpoints, State};
 use crate::data::Examples;
@@ -214,14 +214,16 @@ impl<'a> Training<'a> {
             "held_out_chunks": report.held_out_chunks,
             "embedded_at_max_seq_length": self.embed_length,
         });
-        let card = ModelCard {
-            title: format!("{} tuned with strata", model_name(&opts.base_model)),
-            base_model: model_name(&opts.base_model),
+        // A second stage (CoSENT from the first stage's output) keeps the original base model
+        // and the first stage in its card.
+        let stage = TuningStage {
+            started_from: opts.base_model.display().to_string(),
             data,
             loss: opts.loss.describe(),
             hyperparameters: serde_json::to_value(opts).expect("options serialize"),
             metrics: held_out.clone(),
         };
+        let card = ModelCard::tuned_from(&opts.base_model, &model_name(&opts.base_model), stage)?;
         self.trainer.encoder.save(&opts.out, &card)?;
         let args = serde_json::json!({ "options": opts, "base_model_sha256": base_sha, "data_sha256": data_sha, "steps": self.state.step, "total_steps": self.total_steps, "warmup_steps": self.warmup, "trained_at_max_seq_length": trained_at, "best": self.state.best, "held_out": held_out });
         common::atomic::write_atomic(

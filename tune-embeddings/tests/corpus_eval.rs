@@ -1,6 +1,8 @@
 //! The document split and the corpus measures on the sample corpus: no document is on both
 //! sides of the split, and the measures do not depend on the thread count.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -9,7 +11,7 @@ use common::tables::PairsReader;
 use common::testing::{base_model, workspace_root};
 use tune_embeddings::data::{self, Source};
 use tune_embeddings::eval::evaluate_folder;
-use tune_embeddings::{split, EvalSplit, Loss, Options, SplitBy};
+use tune_embeddings::{split, Options};
 
 fn sample() -> Corpus {
     Corpus::Chunks(workspace_root().join("data/sample/chunks.parquet"))
@@ -42,32 +44,11 @@ fn select(dir: &Path, fraction: f64) -> (std::path::PathBuf, std::path::PathBuf)
 
 fn options(pairs: &Path) -> Options {
     Options {
-        base_model: base_model(),
-        train: Source::Pairs(pairs.to_path_buf()),
-        out: pairs.with_file_name("model"),
-        checkpoint_dir: None,
-        resume: false,
-        loss: Loss::Mnrl { scale: 20.0 },
-        epochs: 1,
-        batch_size: 8,
-        mini_batch_size: None,
-        lr: 2e-5,
-        weight_decay: 0.01,
-        warmup_ratio: 0.1,
-        max_grad_norm: 1.0,
         max_seq_length: None,
-        seed: 42,
-        dropout: None,
-        eval: EvalSplit::Fraction(0.2),
-        split: SplitBy::Document,
-        held_out_docs: None,
-        corpus: None,
-        eval_steps: None,
-        best_metric: None,
-        checkpoint_steps: None,
-        stop_after_steps: None,
-        device: "cpu".into(),
-        precision: encoder::Precision::F32,
+        ..support::options(
+            Source::Pairs(pairs.to_path_buf()),
+            pairs.with_file_name("model"),
+        )
     }
 }
 

@@ -1,6 +1,8 @@
 //! tune-embeddings on the real base model: batching, GradCache, exact resume, the sample
 //! corpus, and bad input.
 
+mod support;
+
 use common::testing::{base_model, workspace_root as root};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,37 +13,13 @@ use common::schema::{Category, Side};
 use common::tables::{write_pairs, PairRow};
 use encoder::{Precision, SentenceEncoder};
 use tune_embeddings::data::{self, Source};
-use tune_embeddings::{batching, run, split, tokenize, EvalSplit, Loss, Options, SplitBy, Trainer};
+use tune_embeddings::{batching, run, split, tokenize, Loss, Options, SplitBy, Trainer};
 
 fn options(train: Source, out: PathBuf) -> Options {
     Options {
-        base_model: base_model(),
-        train,
-        out,
-        checkpoint_dir: None,
-        resume: false,
-        loss: Loss::Mnrl { scale: 20.0 },
-        epochs: 1,
-        batch_size: 8,
-        mini_batch_size: None,
-        lr: 2e-5,
-        weight_decay: 0.01,
-        warmup_ratio: 0.1,
-        max_grad_norm: 1.0,
-        max_seq_length: Some(32),
-        seed: 42,
-        dropout: None,
-        eval: EvalSplit::Fraction(0.2),
         // These tests predate the document split and keep its assertions: the pair split.
         split: SplitBy::Pair,
-        held_out_docs: None,
-        corpus: None,
-        eval_steps: None,
-        best_metric: None,
-        checkpoint_steps: None,
-        stop_after_steps: None,
-        device: "cpu".into(),
-        precision: Precision::F32,
+        ..support::options(train, out)
     }
 }
 
@@ -141,12 +119,15 @@ fn gradcache_gives_the_same_loss_and_gradients() {
         .map(|i| serde_json::json!({"query": format!("question number {i} about taxes"), "positive": format!("answer {i}: revenue rose"), "negative": format!("unrelated text {i}")}).to_string())
         .collect();
     let path = jsonl(dir.path(), &lines);
-    let examples = data::load(&Source::Jsonl(path.clone())).unwrap();
+    let examples = data::load(&Source::Jsonl(path.clone(), Default::default())).unwrap();
     for loss in [
         Loss::Mnrl { scale: 20.0 },
         Loss::MnrlSymmetric { scale: 20.0 },
     ] {
-        let mut opts = options(Source::Jsonl(path.clone()), dir.path().join("out"));
+        let mut opts = options(
+            Source::Jsonl(path.clone(), Default::default()),
+            dir.path().join("out"),
+        );
         opts.loss = loss;
         opts.dropout = Some(0.0); // masks differ between one pass and mini-batches; the math must not
         let encoder = SentenceEncoder::load(&opts.base_model, &Device::Cpu).unwrap();
@@ -434,7 +415,10 @@ fn bad_input_is_refused_before_training() {
             r#"{"query": "q2", "positive": "  "}"#.into(),
         ],
     );
-    let e = err(&options(Source::Jsonl(path.clone()), d.join("o2")));
+    let e = err(&options(
+        Source::Jsonl(path.clone(), Default::default()),
+        d.join("o2"),
+    ));
     assert!(
         e.contains("train.jsonl:2") && e.contains("`positive` is empty"),
         "{e}"
@@ -507,5 +491,9 @@ fn cli_exit_codes() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("`positive` is missing"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("train.jsonl:1: no `positive`, `context`, `passage`, `sentence2` field"),
+        "{stderr}"
+    );
 }

@@ -11,8 +11,11 @@ use common::chunk_files::{import_chunk_files, ChunkFileLayout};
 ///
 /// The layout is a metadata TSV with a header (one row per document; an id and a year column
 /// among any others) and a folder holding one `{id}.txt` per document, whose lines are
-/// `chunk_idx<TAB>chunk text`. Documents without a chunk file and malformed lines are
-/// reported with file:line and skipped; the output is written only if the import succeeds.
+/// `chunk_idx<TAB>chunk text`. Documents without a chunk file, malformed lines and lines with
+/// an empty text are reported with file:line and skipped; a document id listed twice or a chunk
+/// index twice in one file stops the import naming both lines (which copy is meant cannot be
+/// guessed). A UTF-8 byte-order mark at the start of any file is ignored. The output is
+/// written only if the import succeeds.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
