@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use common::tables::ChunksReader;
+use common::chunk_files::ChunkFileLayout;
+use common::corpus::Corpus;
 use encoder::{ModelFolder, TextTokenizer};
 
 use crate::html::{self, Content, Figure, Section};
@@ -86,23 +87,31 @@ pub fn scan(
     opts: &Options,
 ) -> Result<CorpusScan> {
     let tokenizer = base_model.map(untruncated_tokenizer).transpose()?;
-    let mut reader = ChunksReader::open(path)?;
-    let total = reader.num_rows();
+    // A folder is the chunk-file layout (metadata.tsv + <id>.txt), as in the other stages.
+    let corpus = if path.is_dir() {
+        Corpus::ChunkFiles(ChunkFileLayout::in_dir(path))
+    } else {
+        Corpus::Chunks(path.into())
+    };
+    // Unknown without a read for a chunk-file layout: then every chunk's length is counted.
+    let total = corpus.known_rows();
     // Keep a chunk's length iff its key falls under this share of the key space.
-    let share = (opts.length_sample as f64 / total.max(1) as f64).min(1.0);
+    let share = total.map_or(1.0, |t| {
+        (opts.length_sample as f64 / t.max(1) as f64).min(1.0)
+    });
     let threshold = if share >= 1.0 {
         u64::MAX
     } else {
         (share * u64::MAX as f64) as u64
     };
-    let bar = common::progress::bar(total, "chunks");
+    let bar = common::progress::bar(total.unwrap_or(0), "chunks");
     let mut seen_docs: HashSet<String> = HashSet::new();
     let mut per_year: BTreeMap<i32, (u64, u64)> = BTreeMap::new();
     let mut heap: BinaryHeap<SampledChunk> = BinaryHeap::new();
     let mut texts = HashMap::new();
     let mut lengths = Vec::new();
     let mut chunks = 0u64;
-    while let Some(rows) = reader.next_rows()? {
+    corpus.for_each_batch::<Error>(4096, |rows| {
         let mut to_tokenize: Vec<&str> = Vec::new();
         for r in &rows {
             chunks += 1;
@@ -153,7 +162,8 @@ pub fn scan(
             lengths.extend(enc.iter().map(|e| e.get_ids().len() as u32));
         }
         bar.set_position(chunks);
-    }
+        Ok(())
+    })?;
     bar.finish_and_clear();
     Ok(CorpusScan {
         path: path.into(),

@@ -44,7 +44,8 @@ pub struct Options {
     pub out: PathBuf,
     /// The base model (sentence-transformers folder): token lengths and the base-model map.
     pub base_model: Option<PathBuf>,
-    /// The corpus (`chunks` Parquet): per-year counts, token lengths, texts.
+    /// The corpus (`chunks` Parquet, or a chunk-file layout folder): per-year counts, token
+    /// lengths, texts.
     pub corpus: Option<PathBuf>,
     /// Chunks in the embedding map's seeded sample.
     pub map_sample: usize,

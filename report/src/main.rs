@@ -33,7 +33,7 @@ struct Args {
     /// exists.
     #[arg(long)]
     base_model: Option<PathBuf>,
-    /// The corpus (`chunks` Parquet): counts per year, token lengths, the texts of sampled
+    /// The corpus (`chunks` Parquet, or a chunk-file layout folder): counts per year, token lengths, the texts of sampled
     /// and precocious chunks.
     #[arg(long)]
     corpus: Option<PathBuf>,

@@ -147,7 +147,10 @@ pub fn read_log(model: &Path) -> Result<TrainingLog> {
 /// What the evaluations ran on: "308 held-out pairs", "the 687 chunks of 50 held-out
 /// documents", or both.
 fn held_out_text(log: &TrainingLog) -> String {
-    let pairs = log.eval_examples.filter(|&n| n > 0).map(|n| format!("{n} held-out pairs"));
+    let pairs = log
+        .eval_examples
+        .filter(|&n| n > 0)
+        .map(|n| format!("{n} held-out pairs"));
     let corpus = log
         .held_out_corpus
         .map(|(docs, chunks)| format!("the {chunks} chunks of {docs} held-out documents"));
@@ -488,7 +491,10 @@ mod tests {
             held_out_corpus: Some((50, 687)),
             ..Default::default()
         };
-        assert_eq!(held_out_text(&log), "the 687 chunks of 50 held-out documents");
+        assert_eq!(
+            held_out_text(&log),
+            "the 687 chunks of 50 held-out documents"
+        );
         // successive_recall@1 = 0.1413 over 637 queries: sqrt(0.1413 · 0.8587 / 637) = 0.01380.
         let se = log.std_error("successive_recall@1", 0.1413).unwrap();
         assert!((se - 0.013800).abs() < 1e-5, "{se}");

@@ -238,7 +238,7 @@ pub fn command(config: &Config, profile: Option<&Profile>, stage: Stage) -> Vec<
 /// a CPU-only build is found before the GPU queue wait, not after it.
 pub fn check_cuda_build(program: &str) -> Result<(), String> {
     let how = "build it with CUDA (scripts/build-cuda.sh here, or on a GPU node: \
-               `CUDA_COMPUTE_CAP=90 cargo build --release --features cuda -p apply-model -p tune-embeddings`), \
+               `CUDA_COMPUTE_CAP=<the GPU's: 90 H100/H200, 80 A100, 86 A40/A10> cargo build --release --features cuda -p apply-model -p tune-embeddings`), \
                or set the profile's bin_dir to where the CUDA build is";
     let out = std::process::Command::new(program)
         .arg("--version")

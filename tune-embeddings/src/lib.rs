@@ -121,6 +121,9 @@ pub struct Report {
     pub before: Option<Metrics>,
     /// The evaluation of the saved model.
     pub best: Option<Metrics>,
+    /// The step whose weights were saved; 0 when no evaluation beat the base model, so the
+    /// saved weights are the base model's.
+    pub saved_step: Option<u64>,
     pub last_loss: Option<f64>,
     pub pairs_per_second: f64,
 }
@@ -173,6 +176,7 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         held_out_chunks,
         before: None,
         best: None,
+        saved_step: None,
         last_loss: None,
         pairs_per_second: 0.0,
     };
@@ -189,7 +193,14 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         return Ok(report);
     }
     // The saved model is the best evaluated one (the last one without an evaluation split).
-    if t.state.best.is_some() {
+    if let Some(best) = &t.state.best {
+        report.saved_step = Some(best.step);
+        if best.step == 0 {
+            tracing::warn!(
+                "no evaluation beat the base model on {}: the saved weights are the base model's",
+                best.metric
+            );
+        }
         report.best = t.ckpt.restore_best(&t.trainer)?;
     }
     let data = format!(

@@ -286,6 +286,25 @@ fn mixed_precision_trains_f32_weights_along_the_f32_loss_curve() {
 }
 
 #[test]
+fn a_run_that_beats_no_evaluation_says_it_saved_the_base_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let pairs = sample_pairs(dir.path(), 48);
+    let mut opts = options(Source::Pairs(pairs), dir.path().join("tuned"));
+    opts.max_seq_length = Some(32);
+    // A step too small to change any ranking: no evaluation is strictly better than step 0.
+    opts.lr = 1e-15;
+    let report = run(&opts).unwrap();
+    assert_eq!(report.before, report.best, "identical evaluations");
+    assert_eq!(report.saved_step, Some(0));
+    let saved = std::fs::read(opts.out.join("model.safetensors")).unwrap();
+    let base = std::fs::read(base_model().join("model.safetensors")).unwrap();
+    assert!(
+        saved == base,
+        "the saved weights are the base model's, byte for byte"
+    );
+}
+
+#[test]
 fn short_run_on_the_sample_corpus_improves_mrr_and_saves_a_loadable_model() {
     let dir = tempfile::tempdir().unwrap();
     let pairs = sample_pairs(dir.path(), usize::MAX);
@@ -303,6 +322,7 @@ fn short_run_on_the_sample_corpus_improves_mrr_and_saves_a_loadable_model() {
         best["mrr@10"] > before["mrr@10"],
         "before {before:?}, after {best:?}"
     );
+    assert!(report.saved_step.unwrap() > 0, "a trained step was saved");
 
     // The saved folder: layout, tensor names, and embeddings that reproduce the reported metrics.
     for f in [
