@@ -752,3 +752,23 @@ fn page_renders_in_headless_chromium() {
         "only {colour} coloured pixels: the map did not render"
     );
 }
+
+/// The pipeline passes the run's corpus as it is: the chunk-file layout (a folder) reads to the
+/// same counts, sample and texts as its Parquet import.
+#[test]
+fn a_chunk_file_corpus_reads_like_its_parquet_import() {
+    let root = common::testing::workspace_root().join("data/sample");
+    let opts = report::Options::new("unused", "unused");
+    let wanted: HashSet<(String, i32)> = [("sotu-1924-coolidge-1".to_string(), 3)].into();
+    let parquet = report::corpus::scan(&root.join("chunks.parquet"), None, &wanted, &opts).unwrap();
+    let folder = report::corpus::scan(&root, None, &wanted, &opts).unwrap();
+    assert_eq!((folder.chunks, folder.documents), (3428, 249));
+    assert_eq!((folder.chunks, folder.documents), (parquet.chunks, parquet.documents));
+    assert_eq!(folder.per_year, parquet.per_year);
+    let keys = |s: &report::corpus::CorpusScan| -> Vec<(String, i32)> {
+        s.sample.iter().map(|c| (c.doc_id.clone(), c.chunk_idx)).collect()
+    };
+    assert_eq!(keys(&folder), keys(&parquet));
+    assert_eq!(folder.texts.len(), 1);
+    assert_eq!(folder.texts, parquet.texts);
+}
