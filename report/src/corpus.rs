@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use common::chunk_files::ChunkFileLayout;
-use common::corpus::Corpus;
+use common::corpus::{Corpus, EmptyTexts};
 use encoder::{ModelFolder, TextTokenizer};
 
 use crate::html::{self, Content, Figure, Section};
@@ -111,7 +111,9 @@ pub fn scan(
     let mut texts = HashMap::new();
     let mut lengths = Vec::new();
     let mut chunks = 0u64;
-    corpus.for_each_batch::<Error>(4096, |rows| {
+    // Every chunk counts, empty texts too: the page describes the corpus as it is, whatever
+    // rule apply-model was given for them.
+    corpus.for_each_batch_with::<Error>(4096, EmptyTexts::Embed, |rows| {
         let mut to_tokenize: Vec<&str> = Vec::new();
         for r in &rows {
             chunks += 1;

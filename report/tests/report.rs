@@ -763,10 +763,16 @@ fn a_chunk_file_corpus_reads_like_its_parquet_import() {
     let parquet = report::corpus::scan(&root.join("chunks.parquet"), None, &wanted, &opts).unwrap();
     let folder = report::corpus::scan(&root, None, &wanted, &opts).unwrap();
     assert_eq!((folder.chunks, folder.documents), (3428, 249));
-    assert_eq!((folder.chunks, folder.documents), (parquet.chunks, parquet.documents));
+    assert_eq!(
+        (folder.chunks, folder.documents),
+        (parquet.chunks, parquet.documents)
+    );
     assert_eq!(folder.per_year, parquet.per_year);
     let keys = |s: &report::corpus::CorpusScan| -> Vec<(String, i32)> {
-        s.sample.iter().map(|c| (c.doc_id.clone(), c.chunk_idx)).collect()
+        s.sample
+            .iter()
+            .map(|c| (c.doc_id.clone(), c.chunk_idx))
+            .collect()
     };
     assert_eq!(keys(&folder), keys(&parquet));
     assert_eq!(folder.texts.len(), 1);
