@@ -3,7 +3,7 @@
 # kernels for Hopper, sm_90) on a machine without a GPU or a CUDA install, so that they can be
 # carried to a GPU node that has no Rust toolchain. Everything comes from PyPI (NVIDIA's wheels):
 #   - the compiler (nvcc, cicc, crt, cccl, runtime headers), as scripts/check-cuda.sh;
-#   - cuBLAS, cuBLASLt, cuRAND and NVRTC, the CUDA 13.0 releases, so the link checks every
+#   - the CUDA runtime, cuBLAS, cuBLASLt, cuRAND and NVRTC, the CUDA 13.0 releases, so the link checks every
 #     symbol the binaries use against the real libraries;
 #   - not the driver (libcuda): NVIDIA does not ship it on PyPI. As NVIDIA's own lib/stubs/,
 #     a stub libcuda.so (SONAME libcuda.so.1) is generated here exporting exactly the driver
@@ -17,7 +17,7 @@
 # the missing library, instead of in the middle of a run.
 #
 # At run time the binaries need, in LD_LIBRARY_PATH (or the system's library path):
-#   libcuda.so.1 (the driver), libcublas.so.13, libcublasLt.so.13, libcurand.so.10, libnvrtc.so.13
+#   libcuda.so.1 (the driver), libcudart.so.13, libcublas.so.13, libcublasLt.so.13, libcurand.so.10, libnvrtc.so.13
 # From a cluster's CUDA 13 module: `module load cuda` sets it. From a PyTorch install's
 # nvidia-* wheels (CUDA 13 builds):
 #   export LD_LIBRARY_PATH=$(python3 -c 'import os, nvidia; print(os.path.dirname(nvidia.__path__[0]))')/nvidia/cu13/lib:$LD_LIBRARY_PATH
@@ -37,9 +37,9 @@ cuda=$toolkit/nvidia/cu13
 WHEELS=(nvidia-cuda-nvcc==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-nvvm==13.0.88
         nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85
         nvidia-cublas==13.0.0.19 nvidia-curand==10.4.0.35 nvidia-cuda-nvrtc==13.0.48)
-LIBS=(cublas:13 cublasLt:13 curand:10 nvrtc:13)
+LIBS=(cudart:13 cublas:13 cublasLt:13 curand:10 nvrtc:13)
 # What a linked binary may need: the CUDA libraries above, the driver and glibc's.
-ALLOWED="libcuda.so.1 libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13
+ALLOWED="libcuda.so.1 libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13
 libc.so.6 libm.so.6 libgcc_s.so.1 libstdc++.so.6 ld-linux-x86-64.so.2"
 BINS=(apply-model tune-embeddings)
 
@@ -52,14 +52,15 @@ if [ ! -f "$toolkit/.complete" ]; then
   rm -rf "$toolkit.partial"
   for w in "$tmp"/*.whl; do "$python" -m zipfile -e "$w" "$toolkit.partial"; rm -f "$w"; done
   chmod +x "$toolkit.partial"/nvidia/cu13/bin/* "$toolkit.partial"/nvidia/cu13/nvvm/bin/*
-  lib=$toolkit.partial/nvidia/cu13/lib
-  # The linker looks for libX.so; the wheels hold only libX.so.N (as a CUDA install's lib/).
-  for l in "${LIBS[@]}"; do ln -sf "lib${l%%:*}.so.${l##*:}" "$lib/lib${l%%:*}.so"; done
-  mkdir -p "$lib/stubs"
+  mkdir -p "$toolkit.partial/nvidia/cu13/lib/stubs"
   touch "$toolkit.partial/.complete"
   rm -rf "$toolkit"
   mv "$toolkit.partial" "$toolkit"
 fi
+
+# The linker looks for libX.so; the wheels hold only libX.so.N (as a CUDA install's lib/).
+# Every run, so a toolkit unpacked by an earlier version of this script gets them too.
+for l in "${LIBS[@]}"; do ln -sf "lib${l%%:*}.so.${l##*:}" "$cuda/lib/lib${l%%:*}.so"; done
 
 # CUDA_ROOT: candle's kernel build finds nvcc there and cudarc adds lib/ and lib/stubs/ to the
 # link search path.
