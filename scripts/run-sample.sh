@@ -14,16 +14,22 @@ cargo build --release --workspace
 page=$(target/release/slurm run-local -c pipeline.toml)
 target/release/slurm verify runs/sample
 
-# The most precocious documents: training documents excluded from the comparisons, novelty and
-# transience over ±20 years, all of each document's chunks, every comparison chunk.
+# The most precocious documents, ranked as the precocity stage and the report rank them (the
+# setting its manifest records as top_by: training documents excluded from the comparisons,
+# novelty and transience over ±20 years, all of each document's chunks, every comparison chunk).
 docs=runs/sample/precocity/documents.tsv
 if [ -f "$docs" ]; then
+  read -r radius fraction used filter < <(python3 -c '
+import json, sys
+t = json.load(open(sys.argv[1]))["files"]["documents.tsv"]["parameters"]["top_by"]
+print(t["time_radius"], t["fraction_compared"], t["chunks_used"], t["filtered"])' \
+    runs/sample/precocity/MANIFEST.json)
   echo
-  echo "Most precocious addresses (filter train, time radius 20, all chunks, fraction compared 1):"
-  awk -F'\t' '
+  echo "Most precocious addresses (filter $filter, time radius $radius, chunks used $used, fraction compared $fraction):"
+  awk -F'\t' -v filter="$filter" -v radius="$radius" -v used="$used" -v fraction="$fraction" '
     NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
-    $col["filtered"] == "train" && $col["time_radius"] == 20 && $col["chunks_used"] == 1 &&
-      $col["fraction_compared"] == 1 {
+    $col["filtered"] == filter && $col["time_radius"] == radius && $col["chunks_used"] == used &&
+      $col["fraction_compared"] == fraction {
       printf "%s\t%s\t%.4f\t%.4f\t%s\n", $col["precocity"], $col["docid"], $col["novelty"],
         $col["transience"], $col["date"]
     }' "$docs" | sort -g -r -k1,1 |

@@ -88,6 +88,24 @@ pub fn replace_dir<E: From<Error>>(
     Ok(())
 }
 
+/// Takes an exclusive lock on the hidden file `path` (created empty if needed), waiting for
+/// other processes (array tasks finishing into one folder) to release theirs; the lock is
+/// released when the returned file is dropped.
+///
+/// The file stays behind: removing it on release would let a process that opened it before
+/// the removal lock the orphaned file while a third locks a new one, and on NFS the waiting
+/// process would get a stale handle.
+pub fn lock_file(path: &Path) -> Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    file.lock().map_err(|e| Error::io(path, e))?;
+    Ok(file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

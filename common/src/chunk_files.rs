@@ -292,8 +292,8 @@ fn read_chunk_file(
     Ok(chunks)
 }
 
-/// Imports a chunk-file layout into a `chunks` Parquet file (atomically). The file's provenance
-/// records the metadata file's sha256.
+/// Imports a chunk-file layout into a `chunks` Parquet file (atomically) and records it in the
+/// MANIFEST.json of its folder. The file's provenance records the metadata file's sha256.
 pub fn import_chunk_files(
     layout: &ChunkFileLayout,
     out: &Path,
@@ -315,6 +315,7 @@ pub fn import_chunk_files(
         }
         Ok(())
     })?;
-    writer.finish()?;
+    let rows = writer.finish()?;
+    crate::manifest::record_beside(out, Some(rows), &provenance)?;
     Ok(report)
 }

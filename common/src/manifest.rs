@@ -72,14 +72,7 @@ pub fn record(dir: &Path, file: &Path, rows: Option<u64>, provenance: &Provenanc
         version: provenance.version.clone(),
         parameters: provenance.parameters.clone(),
     };
-    let lock_path = dir.join(LOCK);
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| Error::io(&lock_path, e))?;
-    lock.lock().map_err(|e| Error::io(&lock_path, e))?;
+    let _lock = crate::atomic::lock_file(&dir.join(LOCK))?;
     let mut manifest = Manifest::load(dir)?;
     manifest.files.insert(rel, entry);
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");

@@ -24,6 +24,14 @@ fn imports_the_bundled_sample_like_the_committed_parquet() {
         "{report:?}"
     );
     assert!(report.documents >= 200, "{report:?}");
+    // Recorded like every stage's output: rows, sha256 and where it came from.
+    let m = manifest::Manifest::load(dir.path()).unwrap();
+    let entry = &m.files["chunks.parquet"];
+    assert_eq!(
+        (entry.rows, entry.stage.as_str()),
+        (Some(report.chunks), "import-chunk-files")
+    );
+    assert!(manifest::verify(dir.path()).unwrap().is_empty());
     let imported = ChunksReader::read_all(&out).unwrap();
     let committed = ChunksReader::read_all(&root.join("data/sample/chunks.parquet")).unwrap();
     assert_eq!(

@@ -364,14 +364,7 @@ fn finish(
     provenance: &Provenance,
     report: &mut Report,
 ) -> Result<()> {
-    let lock_path = opts.out_dir.join(".precocity.lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| Error::io(&lock_path, e))?;
-    lock.lock().map_err(|e| Error::io(&lock_path, e))?;
+    let lock = common::atomic::lock_file(&opts.out_dir.join(".precocity.lock"))?;
     let missing = years
         .iter()
         .filter(|&&y| !part_path(&opts.out_dir, y).exists())
@@ -433,7 +426,8 @@ fn finish(
 }
 
 /// The summary's ranking: the grid's first fraction, strictest filter, largest radius, first
-/// aggregate (the reference's defaults: 1.0, trainauthquote, 20, 1.0).
+/// aggregate (the reference's defaults: 1.0, trainauthquote, 20, 1.0). Recorded as `top_by`
+/// in the manifest's parameters; the report ranks its top documents by it.
 fn top_key(grid: &Grid) -> (f64, &'static str, u32, f64) {
     (
         grid.fractions[0],
@@ -446,6 +440,7 @@ fn top_key(grid: &Grid) -> (f64, &'static str, u32, f64) {
 /// Stage, version, grid and the sha256 of every input file: what a committed year must match
 /// to be reused.
 fn provenance(opts: &Options, corpus: &Corpus) -> Result<Provenance> {
+    let top = top_key(&opts.grid);
     let parameters = serde_json::json!({
         "distance": opts.distance,
         "radii": opts.grid.radii,
@@ -460,6 +455,13 @@ fn provenance(opts: &Options, corpus: &Corpus) -> Result<Provenance> {
         }),
         "authors": opts.authors.as_ref().map(|p| p.display().to_string()),
         "quotes": opts.quotes.as_ref().map(|p| p.display().to_string()),
+        // The setting the stage ranks its top documents by, so the report ranks by the same.
+        "top_by": {
+            "fraction_compared": top.0,
+            "filtered": top.1,
+            "time_radius": top.2,
+            "chunks_used": top.3,
+        },
     });
     let mut p = Provenance::new("precocity", env!("CARGO_PKG_VERSION"), parameters);
     let mut inputs: Vec<&Path> = corpus.files.iter().map(PathBuf::as_path).collect();

@@ -66,8 +66,17 @@ fn array_tasks_cover_every_year_once_and_write_the_same_bytes_as_one_run() {
         .env("RAYON_NUM_THREADS", "2")
         .output()
         .unwrap());
-    assert!(text.contains("top 10 by precocity"), "{text}");
+    // The manifest records the setting the printed top 10 is ranked by, for the report.
+    assert!(
+        text.contains("top 10 by precocity: fraction_compared 1.0, trainauthquote, time_radius 20, chunks_used 1.0"),
+        "{text}"
+    );
     assert!(common::manifest::verify(&single).unwrap().is_empty());
+    let manifest = common::manifest::Manifest::load(&single).unwrap();
+    assert_eq!(
+        manifest.files["documents.parquet"].parameters["top_by"],
+        serde_json::json!({"fraction_compared": 1.0, "filtered": "trainauthquote", "time_radius": 20, "chunks_used": 1.0})
+    );
 
     let all: Vec<i32> = ok(stage(&emb, &single).arg("--list-years").output().unwrap())
         .lines()

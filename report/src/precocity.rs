@@ -4,9 +4,10 @@
 //! reference workflow).
 //!
 //! Both tables hold one row per document (or chunk) and setting (fraction compared, filter,
-//! time radius, and for documents chunks used). The page shows one setting: the one with the
-//! most documents whose precocity is defined (ties: the first in (filter, time radius,
-//! fraction, chunks used) order), and lists the others.
+//! time radius, and for documents chunks used). The page shows one setting: the one the
+//! precocity stage ranks its own top documents by (`top_by` in its manifest), else the one
+//! with the most documents whose precocity is defined (ties: the first in (filter, time
+//! radius, fraction, chunks used) order), and lists the others.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -137,6 +138,22 @@ fn each_document(
     Ok(())
 }
 
+/// The setting the precocity stage ranked its top documents by: `top_by` in the parameters
+/// its MANIFEST.json records for the document table (absent from older runs and other tools'
+/// tables).
+fn recorded_top_setting(docs_path: &Path) -> Option<Setting> {
+    let dir = docs_path.parent()?;
+    let name = docs_path.file_name()?.to_str()?;
+    let manifest = common::manifest::Manifest::load(dir).ok()?;
+    let top = &manifest.files.get(name)?.parameters["top_by"];
+    Some(Setting {
+        filtered: top["filtered"].as_str()?.to_string(),
+        time_radius: i32::try_from(top["time_radius"].as_i64()?).ok()?,
+        fraction_compared: (top["fraction_compared"].as_f64()? as f32).to_bits(),
+        chunks_used: (top["chunks_used"].as_f64()? as f32).to_bits(),
+    })
+}
+
 /// Reads both tables (streamed twice: settings, then the chosen one's rows).
 pub fn load(
     (docs_path, chunks_path): &(std::path::PathBuf, std::path::PathBuf),
@@ -147,11 +164,16 @@ pub fn load(
         e.0 += p.is_some() as u64;
         e.1 += 1;
     })?;
-    // Most defined values first; BTreeMap order breaks ties.
-    let setting = settings
-        .iter()
-        .max_by(|a, b| a.1 .0.cmp(&b.1 .0).then_with(|| b.0.cmp(a.0)))
-        .map(|(s, _)| s.clone())
+    // The stage's own ranking when its manifest records one that has values; else the
+    // setting with the most defined values, BTreeMap order breaking ties.
+    let setting = recorded_top_setting(docs_path)
+        .filter(|s| settings.get(s).is_some_and(|n| n.0 > 0))
+        .or_else(|| {
+            settings
+                .iter()
+                .max_by(|a, b| a.1 .0.cmp(&b.1 .0).then_with(|| b.0.cmp(a.0)))
+                .map(|(s, _)| s.clone())
+        })
         .unwrap_or_default();
     let mut documents = Vec::new();
     each_document(docs_path, |s, d, y, p, n, t| {

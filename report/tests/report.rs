@@ -644,6 +644,37 @@ fn missing_inputs_drop_their_sections_with_a_note() {
     assert!(!out.join("pairs-per-year.svg").exists());
 }
 
+/// The precocity stage records the setting it ranks its own top documents by (`top_by` in its
+/// manifest); the report ranks by that one, not by the setting with the most values.
+#[test]
+fn the_top_table_ranks_by_the_setting_the_precocity_stage_ranked_by() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run_dir = tmp.path().join("run");
+    let corpus = chunks();
+    write_pairs(&run_dir, &corpus);
+    write_precocity(&run_dir, &corpus);
+    let dir = run_dir.join("precocity");
+    let top_by = serde_json::json!({ "top_by": {
+        "fraction_compared": 0.05, "filtered": "no filter", "time_radius": 10, "chunks_used": 1.0
+    }});
+    common::manifest::record(
+        &dir,
+        &dir.join("documents.parquet"),
+        None,
+        &Provenance::new("precocity", "0", top_by),
+    )
+    .unwrap();
+    let out = tmp.path().join("report");
+    run(&Options::new(&run_dir, &out)).unwrap();
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    let doc = parse(&html);
+    // Setting B: the first ten documents, each at 9.
+    let rows = table(&doc, "precocity-top");
+    assert_eq!(rows.len(), 10);
+    assert!(rows.iter().all(|r| r[3] == "9.0000"), "{rows:?}");
+    assert_eq!(value(&doc, "precocity-documents"), "10");
+}
+
 #[test]
 fn bad_input_is_reported_as_such() {
     let tmp = tempfile::tempdir().unwrap();

@@ -24,7 +24,7 @@ pub struct Config {
     #[serde(default)]
     pub paraphrase_gen: Paraphrase,
     #[serde(default)]
-    pub tune_embeddings: StageArgs,
+    pub tune_embeddings: Tune,
     #[serde(default)]
     pub apply_model: Apply,
     #[serde(default)]
@@ -42,6 +42,35 @@ pub struct StageArgs {
     pub args: Vec<String>,
     /// Run this stage under this profile instead of the one given to plan/submit.
     pub profile: Option<String>,
+}
+
+/// tune-embeddings: its job always runs with `--resume` and checkpoints every
+/// `checkpoint_steps`, so a job killed at its time limit (or a `run-local` killed) continues
+/// from its last checkpoint when submitted (run) again; with no checkpoint it starts afresh.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tune {
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Checkpoint every this many steps (each epoch's end is checkpointed too).
+    #[serde(default = "checkpoint_steps")]
+    pub checkpoint_steps: u64,
+    /// Run this stage under this profile instead of the one given to plan/submit.
+    pub profile: Option<String>,
+}
+
+fn checkpoint_steps() -> u64 {
+    500
+}
+
+impl Default for Tune {
+    fn default() -> Self {
+        Tune {
+            args: Vec::new(),
+            checkpoint_steps: checkpoint_steps(),
+            profile: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -264,6 +293,12 @@ impl Config {
         if config.apply_model.array_tasks == 0 || config.precocity.array_tasks == 0 {
             return Err(format!(
                 "{}: array_tasks must be at least 1",
+                path.display()
+            ));
+        }
+        if config.tune_embeddings.checkpoint_steps == 0 {
+            return Err(format!(
+                "{}: tune_embeddings.checkpoint_steps must be at least 1",
                 path.display()
             ));
         }

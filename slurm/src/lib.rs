@@ -99,23 +99,44 @@ pub fn is_done(config: &Config, stage: Stage) -> Result<bool> {
             .is_empty())
 }
 
-/// Writes every stage's sbatch script into RUN/slurm/, each under the stage's own profile or
-/// `profile`; returns (path, script) pairs. Fails before writing anything if a stage that runs
-/// on a GPU would run a binary built without CUDA.
-pub fn plan(config: &Config, profile: &str) -> Result<Vec<(PathBuf, String)>> {
+/// What would make the config's jobs fail under `profile` after waiting in the queue: a
+/// corpus or base model that does not exist, a GPU stage whose binary is not a CUDA build
+/// (checked with its `--version`), an API key file others can read. `submit` refuses to queue
+/// anything while there are any; `plan` lists them beside the scripts it writes. Errors: an
+/// unknown profile.
+pub fn problems(config: &Config, profile: &str) -> Result<Vec<String>> {
     let default = config.profile(profile)?;
+    let mut found = Vec::new();
+    for (what, path) in [
+        ("corpus", &config.corpus),
+        ("base_model", &config.base_model),
+    ] {
+        if !path.exists() {
+            found.push(format!("{what} {} does not exist", path.display()));
+        }
+    }
     for stage in stages(config) {
         let p = stage_profile(config, default, stage)?;
         if stages::runs_on_gpu(p, stage) {
             let program = stages::command(config, Some(p), stage).remove(0);
-            stages::check_cuda_build(&program).map_err(|e| format!("{}: {e}", stage.name()))?;
+            if let Err(e) = stages::check_cuda_build(&program) {
+                found.push(format!("{}: {e}", stage.name()));
+            }
         }
     }
     if let Some(key_file) = &config.paraphrase_gen.api_key_file {
         if config.paraphrase_gen.enabled {
-            config::check_key_file(key_file)?;
+            found.extend(config::check_key_file(key_file).err());
         }
     }
+    Ok(found)
+}
+
+/// Writes every stage's sbatch script into RUN/slurm/, each under the stage's own profile or
+/// `profile`; returns (path, script) pairs. A preview: it writes them whatever [`problems`]
+/// finds.
+pub fn plan(config: &Config, profile: &str) -> Result<Vec<(PathBuf, String)>> {
+    let default = config.profile(profile)?;
     std::fs::create_dir_all(config.run_dir.join("slurm/logs"))
         .map_err(|e| format!("{}: {e}", config.run_dir.display()))?;
     let mut scripts = Vec::new();
@@ -216,7 +237,12 @@ pub fn status(config: &Config) -> Result<Vec<(Stage, StageState)>> {
 }
 
 /// Submits what is not finished, chaining with afterok; returns (stage, job id or "done").
+/// Refuses, before writing or queueing anything, while [`problems`] finds any.
 pub fn submit(config: &Config, profile: &str) -> Result<Vec<(Stage, String)>> {
+    let found = problems(config, profile)?;
+    if !found.is_empty() {
+        return Err(found.join("\n"));
+    }
     let scripts = plan(config, profile)?;
     let mut state = load_state(&config.run_dir);
     let mut previous: Option<String> = None;
@@ -264,8 +290,11 @@ pub fn run_local(config: &Config, mut on_stage: impl FnMut(Stage, bool)) -> Resu
         }
         on_stage(stage, false);
         let cmd = stages::command(config, None, stage);
+        // The stages' stdout goes to stderr with their logs: run-local's own stdout carries
+        // only the report's path, for scripts.
         let status = std::process::Command::new(&cmd[0])
             .args(&cmd[1..])
+            .stdout(std::io::stderr())
             .current_dir(&config.run_dir)
             .env_remove("SLURM_ARRAY_TASK_ID")
             .env_remove("SLURM_ARRAY_TASK_COUNT")

@@ -25,7 +25,9 @@ enum Cmd {
         #[arg(default_value = "pipeline.toml")]
         path: PathBuf,
     },
-    /// Write the sbatch scripts into RUN/slurm/ and print them (submits nothing).
+    /// Write the sbatch scripts into RUN/slurm/ and print them (submits nothing), then list on
+    /// stderr what `submit` would refuse: a missing corpus or base model, a GPU stage whose
+    /// binary is not a CUDA build, an API key file others can read.
     Plan {
         #[arg(long, short, default_value = "pipeline.toml")]
         config: PathBuf,
@@ -89,8 +91,19 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
             eprintln!("wrote {}: edit it, then `slurm run-local -c {0}` or `slurm submit -c {0} -p PROFILE`", path.display());
         }
         Cmd::Plan { config, profile } => {
-            for (path, script) in slurm::plan(&load(&config)?, &profile)? {
+            let config = load(&config)?;
+            for (path, script) in slurm::plan(&config, &profile)? {
                 println!("# {}\n{script}", path.display());
+            }
+            let found = slurm::problems(&config, &profile)?;
+            for problem in &found {
+                eprintln!("warning: {problem}");
+            }
+            if !found.is_empty() {
+                eprintln!(
+                    "submit would refuse these {} problems; the scripts above are a preview",
+                    found.len()
+                );
             }
         }
         Cmd::Submit { config, profile } => {

@@ -196,6 +196,13 @@ pub fn command(config: &Config, profile: Option<&Profile>, stage: Stage) -> Vec<
                 s(HELD_OUT_DOCS),
             ]);
             cmd.extend(corpus_args(config));
+            // A job killed at its time limit continues from its checkpoint when resubmitted;
+            // --resume starts afresh when there is none.
+            cmd.extend([
+                s("--resume"),
+                s("--checkpoint-steps"),
+                config.tune_embeddings.checkpoint_steps.to_string(),
+            ]);
             cmd.extend(gpu_args);
             cmd.extend(config.tune_embeddings.args.iter().cloned());
         }

@@ -187,9 +187,18 @@ fn scripts_never_hold_the_api_key() {
     std::fs::write(&path, &text).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let e = slurm::plan(&Config::load(&path).unwrap(), "ci").unwrap_err();
+    let problems = slurm::problems(&Config::load(&path).unwrap(), "ci").unwrap();
+    assert!(
+        problems.len() == 1 && problems[0].contains("readable by others"),
+        "{problems:?}"
+    );
+    let e = slurm::submit(&Config::load(&path).unwrap(), "ci").unwrap_err();
     assert!(e.contains("readable by others"), "{e}");
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(
+        slurm::problems(&Config::load(&path).unwrap(), "ci").unwrap(),
+        Vec::<String>::new()
+    );
     let scripts = slurm::plan(&Config::load(&path).unwrap(), "ci").unwrap();
     assert_eq!(scripts.len(), 4);
     assert!(scripts.iter().all(|(_, s)| !s.contains(secret)));
@@ -748,20 +757,16 @@ fn cpu_stages_ask_for_no_gpu_and_gpu_stages_need_a_cuda_build() {
         "{report}"
     );
 
-    // The stage binaries of this build are CPU-only: plan and submit refuse before anything
-    // is written or queued, naming the binary and how to build it.
-    for e in [
-        slurm::plan(&config, "gpu").unwrap_err(),
-        slurm::submit(&config, "gpu").unwrap_err(),
-    ] {
-        assert!(
-            e.starts_with("tune-embeddings: ")
-                && e.contains("built without CUDA")
-                && e.contains("features: cpu only")
-                && e.contains("scripts/build-cuda.sh"),
-            "{e}"
-        );
-    }
+    // The stage binaries of this build are CPU-only: submit refuses before anything is
+    // written or queued, naming the binary and how to build it; plan lists the same problem.
+    let e = slurm::submit(&config, "gpu").unwrap_err();
+    assert!(
+        e.starts_with("tune-embeddings: ")
+            && e.contains("built without CUDA")
+            && e.contains("features: cpu only")
+            && e.contains("scripts/build-cuda.sh"),
+        "{e}"
+    );
     assert!(!config.run_dir.join("slurm/state.json").exists());
     assert!(!config
         .run_dir
@@ -775,8 +780,57 @@ fn cpu_stages_ask_for_no_gpu_and_gpu_stages_need_a_cuda_build() {
         !String::from_utf8_lossy(&queued.stdout).contains(config.run_dir.to_str().unwrap()),
         "nothing of this run is queued"
     );
+    let problems = slurm::problems(&config, "gpu").unwrap();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].starts_with("tune-embeddings: ") && problems[1].starts_with("apply-model: ")
+    );
+    assert_eq!(slurm::plan(&config, "gpu").unwrap().len(), 5);
+    assert!(slurm::problems(&config, "ci").unwrap().is_empty());
     // A CPU profile plans them all.
     assert_eq!(slurm::plan(&config, "ci").unwrap().len(), 5);
+}
+
+#[test]
+fn plan_previews_what_submit_refuses_and_tune_jobs_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = setup(dir.path(), 8);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace(
+            "corpus = \"chunks.parquet\"",
+            "corpus = \"missing.parquet\"",
+        ),
+    )
+    .unwrap();
+    let config = Config::load(&path).unwrap();
+    let problems = slurm::problems(&config, "ci").unwrap();
+    assert!(
+        problems.len() == 1
+            && problems[0].starts_with("corpus ")
+            && problems[0].ends_with("missing.parquet does not exist"),
+        "{problems:?}"
+    );
+    // submit refuses before writing anything; plan writes the scripts and lists the problem.
+    let e = slurm::submit(&config, "ci").unwrap_err();
+    assert!(e.contains("missing.parquet does not exist"), "{e}");
+    assert!(!config.run_dir.join("slurm").exists());
+    let out = Command::new(env!("CARGO_BIN_EXE_slurm"))
+        .args(["plan", "-p", "ci", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: corpus ") && stderr.contains("submit would refuse"),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("#SBATCH"));
+    // A job killed at its time limit continues from its checkpoint when resubmitted.
+    let tune = slurm::stages::command(&config, None, Stage::TuneEmbeddings).join(" ");
+    assert!(tune.contains(" --resume --checkpoint-steps 500 "), "{tune}");
 }
 
 #[test]

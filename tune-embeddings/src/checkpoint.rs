@@ -132,7 +132,7 @@ impl Checkpoints {
         let state = read_state(&last)?;
         if state.fingerprint != self.fingerprint {
             return Err(Error::Checkpoint(format!(
-                "{} was written for other data, model or options; start afresh without --resume or use another --checkpoint-dir",
+                "{} was written for other data, model or options; to start afresh, remove it (or run without --resume, or use another --checkpoint-dir)",
                 self.dir.display()
             )));
         }

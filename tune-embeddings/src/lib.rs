@@ -113,6 +113,8 @@ pub struct Report {
     pub finished: bool,
     pub train_examples: usize,
     pub eval_examples: usize,
+    /// The held-out split made (a document split falls back to pairs without doc ids).
+    pub split: SplitBy,
     /// Documents held out (document split).
     pub held_out_documents: usize,
     /// Their chunks, when a corpus was given.
@@ -172,6 +174,7 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         finished: false,
         train_examples: train_idx.len(),
         eval_examples: eval_idx.len(),
+        split: split.by,
         held_out_documents: split.docs.as_ref().map_or(0, BTreeSet::len),
         held_out_chunks,
         before: None,

@@ -33,6 +33,9 @@ pub enum SplitBy {
 /// documents (document split, or a list given with a pair split).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Split {
+    /// The split made: `Pair` when a document split was asked for but the data has no doc
+    /// ids.
+    pub by: SplitBy,
     pub eval_idx: Vec<usize>,
     pub train_idx: Vec<usize>,
     pub docs: Option<BTreeSet<String>>,
@@ -56,8 +59,15 @@ pub fn split(opts: &Options, n: usize, doc_ids: Option<&[String]>) -> Result<Spl
         _ => None,
     };
     let Some(ids) = by_document else {
+        if opts.split == SplitBy::Document {
+            tracing::warn!(
+                "{} records no document per pair: holding out single pairs (--split pair)",
+                opts.train.path().display()
+            );
+        }
         let (eval_idx, train_idx) = split_pairs(opts.eval, opts.seed, n);
         return Ok(Split {
+            by: SplitBy::Pair,
             eval_idx,
             train_idx,
             docs: listed,
@@ -72,6 +82,7 @@ pub fn split(opts: &Options, n: usize, doc_ids: Option<&[String]>) -> Result<Spl
     });
     let (eval_idx, train_idx) = (0..n).partition(|&i| docs.contains(&ids[i]));
     Ok(Split {
+        by: SplitBy::Document,
         eval_idx,
         train_idx,
         docs: Some(docs),

@@ -209,7 +209,7 @@ impl<'a> Training<'a> {
             "base": base,
             "tuned": report.best,
             "selected_by": self.evaluation.as_ref().map(|e| e.metric.clone()),
-            "split": opts.split,
+            "split": report.split,
             "held_out_documents": report.held_out_documents,
             "held_out_chunks": report.held_out_chunks,
             "embedded_at_max_seq_length": self.embed_length,

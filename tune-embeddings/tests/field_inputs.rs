@@ -204,6 +204,19 @@ fn two_stage_tuning_keeps_the_base_model_and_every_stage_in_the_card() {
     ))
     .unwrap();
 
+    // Both asked for the document split; the scored CSV has no doc ids, so the second held
+    // out single pairs, and says so.
+    let split = |dir: &Path| {
+        let args: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("training_args.json")).unwrap())
+                .unwrap();
+        args["held_out"]["split"].as_str().unwrap().to_string()
+    };
+    assert_eq!(
+        (split(&stage1), split(&stage2)),
+        ("Document".into(), "Pair".into())
+    );
+
     let card = std::fs::read_to_string(stage2.join("README.md")).unwrap();
     let front_matter = card.split("---").nth(1).unwrap();
     assert!(

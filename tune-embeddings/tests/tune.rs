@@ -193,10 +193,11 @@ fn interrupted_and_resumed_run_equals_an_uninterrupted_one() {
     let mut parts = whole.clone();
     parts.out = dir.path().join("parts");
     parts.stop_after_steps = Some(3);
+    // --resume without a checkpoint starts afresh (the slurm stage always passes it).
+    parts.resume = true;
     let r = run(&parts).unwrap();
     assert!(!r.finished && r.steps == 3);
     assert!(!parts.out.exists(), "no model before training finishes");
-    parts.resume = true;
     parts.stop_after_steps = Some(4); // crosses the epoch boundary
     assert_eq!(run(&parts).unwrap().steps, 7);
     parts.stop_after_steps = None;
