@@ -12,9 +12,10 @@ use precocity::{run, Distance, Filter, Grid, Input, Options, TrainDocs};
 /// never compared): the distance to every kept chunk c of that year is −artanh(cos(p, c)) (or
 /// KL(p‖c) with --distance kld), and the year mean is the mean of the ⌈f·N⌉ smallest of the
 /// N distances. Novelty over radius r is the mean of the year means for d = −r … −1,
-/// transience for d = 1 … r, and precocity = novelty − transience. A document's measures are the means over its ⌈a·n⌉ most
-/// precocious chunks. As in Historical-AI-Lab/novelty (calc_precocity_for_embeddings.py), whose
-/// column names the document table keeps, except where noted below.
+/// transience for d = 1 … r, and precocity = novelty − transience. A document's measures
+/// are the means over its ⌈a·n⌉ most precocious chunks. As in Historical-AI-Lab/novelty
+/// (calc_precocity_for_embeddings.py), whose column names the document table keeps, except
+/// where noted below.
 ///
 /// Filters (nested; each drops what the previous drops, and more): `no filter`; `train` drops
 /// chunks of documents used in training (--pairs or --train-docs); `trainauth` also those of
@@ -192,6 +193,14 @@ fn main() -> ExitCode {
                 r.chunks,
                 opts.out_dir.display()
             );
+            if r.top.is_empty() && r.documents > 0 {
+                tracing::warn!(
+                    "no document has a defined precocity under this setting: its filter left \
+                     no comparison chunks (e.g. every document is a training document — hold \
+                     some out with select-pairs --held-out-docs); the other settings' rows are \
+                     in the tables"
+                );
+            }
             println!("{:<40} {:>6} {:>12}", "docid", "year", "precocity");
             for d in &r.top {
                 println!("{:<40} {:>6} {:>12.6}", d.docid, d.year, d.precocity);

@@ -409,6 +409,8 @@ fn colour_bar(
         .configure_mesh()
         .disable_mesh()
         .disable_x_axis()
+        // plotters' default label font is tiny beside a narrow bar.
+        .y_label_style((FONT, 13))
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(s)?;
@@ -426,8 +428,18 @@ fn colour_bar(
     Ok(())
 }
 
-/// Box plots of values per group (e.g. document precocity per decade): box = quartiles,
-/// whiskers to 1.5 × IQR.
+/// Tukey's whisker ends: the most extreme of `values` within 1.5 × IQR of the box [q1, q3].
+fn whiskers(values: &[f64], q1: f64, q3: f64) -> (f64, f64) {
+    let fence = 1.5 * (q3 - q1);
+    values
+        .iter()
+        .filter(|&&x| x >= q1 - fence && x <= q3 + fence)
+        .fold((q1, q3), |(a, b), &x| (a.min(x), b.max(x)))
+}
+
+/// Box plots of values per group (e.g. document precocity per decade), Tukey's: box =
+/// quartiles (plotters' linear interpolation), whiskers to the most extreme values within
+/// 1.5 × IQR of the box, values beyond them drawn as points.
 pub fn boxplots(
     figure: &str,
     title: &str,
@@ -454,7 +466,7 @@ pub fn boxplots(
             .margin(10)
             .x_label_area_size(40)
             .y_label_area_size(70)
-            .build_cartesian_2d(lo as f64..hi as f64, y0 as f32..y1 as f32)
+            .build_cartesian_2d(lo as f64..hi as f64, y0..y1)
             .map_err(s)?;
         chart
             .configure_mesh()
@@ -464,16 +476,50 @@ pub fn boxplots(
             .x_label_formatter(&|x| format!("{x:.0}"))
             .draw()
             .map_err(s)?;
-        let box_px = (760 / groups.len().max(1)).clamp(4, 40) as u32;
-        chart
-            .draw_series(groups.iter().filter(|g| !g.1.is_empty()).map(|(k, v)| {
-                let q = Quartiles::new(v);
-                Boxplot::new_vertical(*k as f64 + width as f64 / 2.0, &q)
-                    .width(box_px)
-                    .whisker_width(0.6)
-                    .style(DARK.stroke_width(1))
-            }))
-            .map_err(s)?;
+        let style = DARK.stroke_width(1);
+        for (k, v) in groups.iter().filter(|g| !g.1.is_empty()) {
+            let [_, q1, median, q3, _] = Quartiles::new(v).values().map(f64::from);
+            let (w0, w1) = whiskers(v, q1, q3);
+            let centre = *k as f64 + width as f64 / 2.0;
+            let half = width as f64 * 0.3;
+            let line = |a: (f64, f64), b: (f64, f64)| PathElement::new(vec![a, b], style);
+            chart
+                .draw_series([Rectangle::new(
+                    [(centre - half, q1), (centre + half, q3)],
+                    style,
+                )])
+                .map_err(s)?;
+            chart
+                .draw_series([
+                    line((centre - half, median), (centre + half, median)),
+                    line((centre, q3), (centre, w1)),
+                    line((centre, q1), (centre, w0)),
+                    line((centre - half / 2.0, w1), (centre + half / 2.0, w1)),
+                    line((centre - half / 2.0, w0), (centre + half / 2.0, w0)),
+                ])
+                .map_err(s)?;
+            chart
+                .draw_series(
+                    v.iter()
+                        .filter(|&&x| x < w0 || x > w1)
+                        .map(|&x| Circle::new((centre, x), 2, style)),
+                )
+                .map_err(s)?;
+        }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whiskers_end_at_data_within_the_fences() {
+        // Box [1, 3], fences at -2 and 6: 5.5 is the last value inside, 9 an outlier.
+        let v = [-1.0, 1.0, 2.0, 3.0, 5.5, 9.0];
+        assert_eq!(whiskers(&v, 1.0, 3.0), (-1.0, 5.5));
+        // Nothing beyond the box: the whiskers are the box's edges.
+        assert_eq!(whiskers(&[1.0, 3.0], 1.0, 3.0), (1.0, 3.0));
+    }
 }

@@ -62,6 +62,8 @@ pub struct Document {
 #[derive(Debug, Clone)]
 pub struct Precocity {
     pub setting: Setting,
+    /// Whether `setting` is the one the precocity stage ranked by (else: most defined values).
+    pub ranked_by_stage: bool,
     /// Every setting: defined precocity values, document rows.
     pub settings: BTreeMap<Setting, (u64, u64)>,
     /// Documents with defined precocity under the chosen setting.
@@ -166,8 +168,10 @@ pub fn load(
     })?;
     // The stage's own ranking when its manifest records one that has values; else the
     // setting with the most defined values, BTreeMap order breaking ties.
-    let setting = recorded_top_setting(docs_path)
-        .filter(|s| settings.get(s).is_some_and(|n| n.0 > 0))
+    let recorded =
+        recorded_top_setting(docs_path).filter(|s| settings.get(s).is_some_and(|n| n.0 > 0));
+    let ranked_by_stage = recorded.is_some();
+    let setting = recorded
         .or_else(|| {
             settings
                 .iter()
@@ -191,6 +195,7 @@ pub fn load(
     })?;
     let mut pre = Precocity {
         setting,
+        ranked_by_stage,
         settings,
         documents,
         best_chunks: HashMap::new(),
@@ -304,10 +309,16 @@ pub fn section(
         let rows: Vec<Vec<String>> = pre
             .settings
             .iter()
+            .filter(|(s, _)| **s != pre.setting)
             .map(|(s, (defined, rows))| vec![s.describe(), defined.to_string(), rows.to_string()])
             .collect();
+        let why = if pre.ranked_by_stage {
+            "the one shown is the one the precocity stage ranks its top documents by"
+        } else {
+            "the one shown has the most defined values"
+        };
         h.push_str(&html::data_table(
-            "Other settings in the table (the one shown has the most defined values)",
+            &format!("Other settings in the table ({why})"),
             "precocity-settings",
             &["setting", "documents with precocity", "rows"],
             &rows,
@@ -317,7 +328,7 @@ pub fn section(
         "precocity-per-decade",
         &format!("Document precocity per {per}"),
         &format!("{per} (start year)"),
-        "precocity (cosine-similarity units)",
+        "precocity (novelty \u{2212} transience)",
         width,
         &groups,
     )?;
@@ -396,8 +407,9 @@ pub fn section(
                 name: "precocity-per-decade".into(),
                 svg,
                 caption: format!(
-                    "Box: quartiles of document precocity per {per}; whiskers: 1.5 \u{d7} the \
-                     interquartile range."
+                    "Box: quartiles of document precocity per {per}; whiskers: the most \
+                     extreme documents within 1.5 \u{d7} the interquartile range of the box; \
+                     points: documents beyond."
                 ),
             }],
             maps: Vec::new(),

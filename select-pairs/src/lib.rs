@@ -58,7 +58,9 @@ pub struct YearCount {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     pub output: PathBuf,
+    /// Documents read (held-out ones included).
     pub documents: usize,
+    /// Chunks of the documents pairs were selected from (held-out ones excluded).
     pub chunks: usize,
     pub pairs: usize,
     pub cap: usize,

@@ -156,11 +156,16 @@ fn main() -> ExitCode {
 }
 
 fn print_summary(r: &select_pairs::Report) {
+    let held_out = if r.held_out_documents > 0 {
+        format!(" ({} more documents held out)", r.held_out_documents)
+    } else {
+        String::new()
+    };
     eprintln!(
-        "selected {} pairs from {} documents ({} chunks) → {}",
+        "selected {} pairs from the {} chunks of {} documents{held_out} → {}",
         r.pairs,
-        r.documents,
         r.chunks,
+        r.documents - r.held_out_documents,
         r.output.display()
     );
     let cats: Vec<String> = r

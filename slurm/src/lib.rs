@@ -99,6 +99,18 @@ pub fn is_done(config: &Config, stage: Stage) -> Result<bool> {
             .is_empty())
 }
 
+/// The corpus and base model, if they do not exist, as messages.
+fn missing_inputs(config: &Config) -> Vec<String> {
+    [
+        ("corpus", &config.corpus),
+        ("base_model", &config.base_model),
+    ]
+    .into_iter()
+    .filter(|(_, path)| !path.exists())
+    .map(|(what, path)| format!("{what} {} does not exist", path.display()))
+    .collect()
+}
+
 /// What would make the config's jobs fail under `profile` after waiting in the queue: a
 /// corpus or base model that does not exist, a GPU stage whose binary is not a CUDA build
 /// (checked with its `--version`), an API key file others can read. `submit` refuses to queue
@@ -106,15 +118,7 @@ pub fn is_done(config: &Config, stage: Stage) -> Result<bool> {
 /// unknown profile.
 pub fn problems(config: &Config, profile: &str) -> Result<Vec<String>> {
     let default = config.profile(profile)?;
-    let mut found = Vec::new();
-    for (what, path) in [
-        ("corpus", &config.corpus),
-        ("base_model", &config.base_model),
-    ] {
-        if !path.exists() {
-            found.push(format!("{what} {} does not exist", path.display()));
-        }
-    }
+    let mut found = missing_inputs(config);
     for stage in stages(config) {
         let p = stage_profile(config, default, stage)?;
         if stages::runs_on_gpu(p, stage) {
@@ -276,6 +280,9 @@ pub fn submit(config: &Config, profile: &str) -> Result<Vec<(Stage, String)>> {
 /// Runs the unfinished stages here, one after the other, with the same command lines the
 /// sbatch scripts run.
 pub fn run_local(config: &Config, mut on_stage: impl FnMut(Stage, bool)) -> Result<()> {
+    if let Some(missing) = missing_inputs(config).into_iter().next() {
+        return Err(missing);
+    }
     std::fs::create_dir_all(&config.run_dir)
         .map_err(|e| format!("{}: {e}", config.run_dir.display()))?;
     if config.paraphrase_gen.enabled {

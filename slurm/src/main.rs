@@ -158,7 +158,10 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
                 .join(Stage::Report.output_dir())
                 .join(slurm::REPORT_PAGE);
             if config.report.enabled && page.exists() {
-                eprintln!("report:");
+                // A label beside the path on a terminal; a script capturing stdout gets the path.
+                if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                    eprintln!("report:");
+                }
                 println!("{}", page.display());
             }
         }

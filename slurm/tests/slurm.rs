@@ -828,6 +828,9 @@ fn plan_previews_what_submit_refuses_and_tune_jobs_resume() {
         "{stderr}"
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("#SBATCH"));
+    // run-local names the missing corpus before running anything.
+    let e = slurm::run_local(&config, |_, _| panic!("no stage runs")).unwrap_err();
+    assert!(e.contains("missing.parquet does not exist"), "{e}");
     // A job killed at its time limit continues from its checkpoint when resubmitted.
     let tune = slurm::stages::command(&config, None, Stage::TuneEmbeddings).join(" ");
     assert!(tune.contains(" --resume --checkpoint-steps 500 "), "{tune}");

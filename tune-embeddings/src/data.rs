@@ -48,6 +48,7 @@ impl Examples {
 
 /// Where training examples come from.
 #[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Source {
     /// `pairs` Parquet (anchor, positive, optional negative).
     Pairs(PathBuf),

@@ -91,7 +91,7 @@ pub struct Options {
     /// The held-out document list (select-pairs --held-out-docs); drawn here when absent.
     pub held_out_docs: Option<PathBuf>,
     /// The corpus whose held-out documents' chunks give the corpus measures.
-    #[serde(serialize_with = "corpus_debug")]
+    #[serde(serialize_with = "corpus_path")]
     pub corpus: Option<Corpus>,
     /// Also evaluate every this many steps.
     pub eval_steps: Option<u64>,
@@ -252,6 +252,15 @@ fn validate(opts: &Options) -> Result<(), Error> {
 }
 
 /// Options record the corpus as its debug form (paths), for provenance and the fingerprint.
-fn corpus_debug<S: serde::Serializer>(c: &Option<Corpus>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&c.as_ref().map_or(String::new(), |c| format!("{c:?}")))
+/// The corpus as a path: the Parquet file, or the chunk-file layout's metadata and folder.
+fn corpus_path<S: serde::Serializer>(c: &Option<Corpus>, s: S) -> Result<S::Ok, S::Error> {
+    match c {
+        None => s.serialize_none(),
+        Some(Corpus::Chunks(p)) => s.serialize_str(&p.display().to_string()),
+        Some(Corpus::ChunkFiles(l)) => s.serialize_str(&format!(
+            "{} + {}",
+            l.metadata.display(),
+            l.chunks_dir.display()
+        )),
+    }
 }

@@ -13,6 +13,7 @@ use crate::{Error, Options};
 /// How many training examples (pair split) or what fraction of the documents (document
 /// split) are held out for evaluation.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EvalSplit {
     Rows(usize),
     Fraction(f64),
@@ -20,6 +21,7 @@ pub enum EvalSplit {
 
 /// What the held-out split is drawn over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SplitBy {
     /// Whole documents: no document gives both training and evaluation data (the default;
     /// needs pairs with doc ids or a held-out document list).

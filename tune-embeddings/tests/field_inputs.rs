@@ -214,7 +214,7 @@ fn two_stage_tuning_keeps_the_base_model_and_every_stage_in_the_card() {
     };
     assert_eq!(
         (split(&stage1), split(&stage2)),
-        ("Document".into(), "Pair".into())
+        ("document".into(), "pair".into())
     );
 
     let card = std::fs::read_to_string(stage2.join("README.md")).unwrap();

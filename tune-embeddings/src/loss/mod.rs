@@ -14,12 +14,14 @@ pub use cosent::cosent;
 pub use mnrl::{cosine_matrix, cross_entropy_diagonal, mnrl_loss, mnrl_symmetric_loss};
 
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Loss {
     /// MultipleNegativesRankingLoss: cosine × scale, in-batch negatives (+ hard negatives).
     Mnrl { scale: f64 },
     /// The symmetric variant: the mean of anchor→positive and positive→anchor losses.
     MnrlSymmetric { scale: f64 },
     /// CoSENT on scored pairs: every pair scored higher should have a higher cosine.
+    #[serde(rename = "cosent")]
     CoSent { scale: f64 },
 }
 
