@@ -11,9 +11,11 @@
 #   3. embedding: the bundled corpus with apply-model (f16 and f32) vs sentence-transformers'
 #      encode in fp16: texts/s and the cosine between the two sides.
 #
-# What it needs beside this checkout (carry it): the CUDA binaries (scripts/build-cuda.sh →
-# target/cuda/dist/), select-pairs (a CPU build; pairs are made on the spot), the base model
-# (models/all-MiniLM-L6-v2) and LD_LIBRARY_PATH set as scripts/build-cuda.sh says.
+# What it needs beside this checkout: the CUDA binaries (scripts/build-cuda.sh →
+# target/cuda/dist/), select-pairs (a CPU build; pairs are made on the spot) and the base model
+# (models/all-MiniLM-L6-v2) — together over one device call's 64 MiB: bench/gpu/carry.sh packs
+# them into parts and prints the calls — and the CUDA libraries: a CUDA 13 module's
+# LD_LIBRARY_PATH, or PyTorch's cu13 wheels, which this script adds to it.
 #
 # --dry: the same script end to end on CPU with a tiny configuration (3 training steps of 8 × 64
 # tokens, 200 chunks), with the CPU build in target/release. Its numbers mean nothing; it checks
@@ -29,6 +31,13 @@ cd "$(dirname "$0")/../.."
 dry=
 [ "${1:-}" = "--dry" ] && dry=--dry
 if [ -n "$dry" ]; then bin=${STRATA_BIN:-target/release}; else bin=${STRATA_BIN:-target/cuda/dist}; fi
+# On a GPU machine with PyTorch's CUDA 13 wheels (and no CUDA module loaded), their libraries.
+if [ -z "$dry" ]; then
+  wheels=$(python3 -c 'import os, nvidia; print(os.path.dirname(nvidia.__path__[0]))' 2>/dev/null || true)
+  if [ -n "$wheels" ] && [ -d "$wheels/nvidia/cu13/lib" ]; then
+    export LD_LIBRARY_PATH=$wheels/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  fi
+fi
 cpu_bin=${CPU_BIN:-target/release}
 [ -x "$cpu_bin/select-pairs" ] || cpu_bin=$bin
 out=${OUT:-bench/gpu/out}
