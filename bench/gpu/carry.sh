@@ -45,14 +45,16 @@ pack() {
     -C "$dir/stage" target/release/select-pairs | xz -T0 -6 > "$dir/payload.tar.xz"
   rm -rf "$dir/stage"
   # 2 MiB spare for the SHA256 file, the tree's growth and the transfer's own bookkeeping.
-  local part=$((limit - $(tree_bytes) - 2 * 1024 * 1024))
+  local tree part
+  tree=$(tree_bytes)
+  part=$((limit - tree - 2 * 1024 * 1024))
   [ "$part" -gt $((8 * 1024 * 1024)) ] || { echo "carry: the tracked tree leaves no room under 64 MiB" >&2; exit 1; }
   split -b "$part" -d -a 1 "$dir/payload.tar.xz" "$dir/payload.tar.xz."
   local n
   n=$(ls "$dir"/payload.tar.xz.* | wc -l)
   { echo "parts $n"; (cd "$dir" && sha256sum payload.tar.xz); } > "$dir/SHA256"
   rm "$dir/payload.tar.xz"
-  echo "carry: $(stat -c %s "$dir"/payload.tar.xz.* | awk '{ s += $1 } END { print s }') bytes in $n parts of at most $part (tree: $(tree_bytes) bytes); device calls, in order, each right after the last (the machine stays warm 30 s):" >&2
+  echo "carry: $(stat -c %s "$dir"/payload.tar.xz.* | awk '{ s += $1 } END { print s }') bytes in $n parts of at most $part (tree: $tree bytes); device calls, in order, each right after the last (the machine stays warm 30 s):" >&2
   local i
   for ((i = 0; i < n - 1; i++)); do
     echo "  run carry=[\"$dir/payload.tar.xz.$i\"] command=\"bash bench/gpu/carry.sh stash\""

@@ -33,8 +33,8 @@ struct Args {
     /// exists.
     #[arg(long)]
     base_model: Option<PathBuf>,
-    /// The corpus (`chunks` Parquet, or a chunk-file layout folder): counts per year, token lengths, the texts of sampled
-    /// and precocious chunks.
+    /// The corpus (`chunks` Parquet, or a chunk-file layout folder): counts per year, token
+    /// lengths, the texts of sampled and precocious chunks.
     #[arg(long)]
     corpus: Option<PathBuf>,
     /// Chunks in the embedding map's seeded sample (each is embedded by the base model here).

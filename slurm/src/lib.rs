@@ -99,16 +99,23 @@ pub fn is_done(config: &Config, stage: Stage) -> Result<bool> {
             .is_empty())
 }
 
-/// The corpus and base model, if they do not exist, as messages.
-fn missing_inputs(config: &Config) -> Vec<String> {
-    [
+/// What would make a stage fail wherever it runs: a corpus or base model that does not exist,
+/// an API key file others can read.
+fn input_problems(config: &Config) -> Vec<String> {
+    let mut found: Vec<String> = [
         ("corpus", &config.corpus),
         ("base_model", &config.base_model),
     ]
     .into_iter()
     .filter(|(_, path)| !path.exists())
     .map(|(what, path)| format!("{what} {} does not exist", path.display()))
-    .collect()
+    .collect();
+    if let Some(key_file) = &config.paraphrase_gen.api_key_file {
+        if config.paraphrase_gen.enabled {
+            found.extend(config::check_key_file(key_file).err());
+        }
+    }
+    found
 }
 
 /// What would make the config's jobs fail under `profile` after waiting in the queue: a
@@ -118,7 +125,7 @@ fn missing_inputs(config: &Config) -> Vec<String> {
 /// unknown profile.
 pub fn problems(config: &Config, profile: &str) -> Result<Vec<String>> {
     let default = config.profile(profile)?;
-    let mut found = missing_inputs(config);
+    let mut found = input_problems(config);
     for stage in stages(config) {
         let p = stage_profile(config, default, stage)?;
         if stages::runs_on_gpu(p, stage) {
@@ -126,11 +133,6 @@ pub fn problems(config: &Config, profile: &str) -> Result<Vec<String>> {
             if let Err(e) = stages::check_cuda_build(&program) {
                 found.push(format!("{}: {e}", stage.name()));
             }
-        }
-    }
-    if let Some(key_file) = &config.paraphrase_gen.api_key_file {
-        if config.paraphrase_gen.enabled {
-            found.extend(config::check_key_file(key_file).err());
         }
     }
     Ok(found)
@@ -280,16 +282,12 @@ pub fn submit(config: &Config, profile: &str) -> Result<Vec<(Stage, String)>> {
 /// Runs the unfinished stages here, one after the other, with the same command lines the
 /// sbatch scripts run.
 pub fn run_local(config: &Config, mut on_stage: impl FnMut(Stage, bool)) -> Result<()> {
-    if let Some(missing) = missing_inputs(config).into_iter().next() {
-        return Err(missing);
+    let found = input_problems(config);
+    if !found.is_empty() {
+        return Err(found.join("\n"));
     }
     std::fs::create_dir_all(&config.run_dir)
         .map_err(|e| format!("{}: {e}", config.run_dir.display()))?;
-    if config.paraphrase_gen.enabled {
-        if let Some(key_file) = &config.paraphrase_gen.api_key_file {
-            config::check_key_file(key_file)?;
-        }
-    }
     for stage in stages(config) {
         if is_done(config, stage)? {
             on_stage(stage, true);

@@ -200,7 +200,8 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         report.saved_step = Some(best.step);
         if best.step == 0 {
             tracing::warn!(
-                "no evaluation beat the base model on {}: the saved weights are the base model's",
+                "no evaluation beat the base model on {}: the saved weights are the base model's \
+                 (more data or epochs, another --lr, or --best-metric)",
                 best.metric
             );
         }
@@ -251,8 +252,8 @@ fn validate(opts: &Options) -> Result<(), Error> {
     Ok(())
 }
 
-/// Options record the corpus as its debug form (paths), for provenance and the fingerprint.
-/// The corpus as a path: the Parquet file, or the chunk-file layout's metadata and folder.
+/// Options record the corpus as a path (the Parquet file, or the chunk-file layout's metadata
+/// and folder), for provenance and the fingerprint.
 fn corpus_path<S: serde::Serializer>(c: &Option<Corpus>, s: S) -> Result<S::Ok, S::Error> {
     match c {
         None => s.serialize_none(),

@@ -331,12 +331,6 @@ fn main() -> ExitCode {
             if let Some(b) = &r.best {
                 eprintln!("  held-out tuned:      {}", format_metrics(b));
             }
-            if r.saved_step == Some(0) {
-                eprintln!(
-                    "  no evaluation beat the base model: the saved weights are the base model's \
-                     (more data or epochs, another --lr, or --best-metric)"
-                );
-            }
             ExitCode::SUCCESS
         }
         Err(e) => {
